@@ -1,0 +1,131 @@
+"""Motion tracks for ``pose synth``: load the committed clips, interpolate, rescale per subject.
+
+Points (``NUM_POINTS = 21``): the 17 H36M joints of ``pose.skeleton.JOINT_NAMES_17`` then
+17 R toe base, 18 R toe end, 19 L toe base, 20 L toe end (see ``make_clips.py``).
+World frame: z up, millimetres (Human3.6M-like).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from pose.skeleton import PARENTS_17
+
+CLIPS_PATH = Path(__file__).with_name("clips.npz")
+NUM_POINTS = 21
+#: parent of each of the 21 points (-1 = root)
+PARENTS_21: tuple[int, ...] = tuple(PARENTS_17) + (3, 17, 6, 19)
+#: Action names written to the dataset (CamelCase: no underscores, so ``S1_<Action>_range.txt``
+#: parses unambiguously), in clip order; ``action_id`` = position + 2 like H36M's 2..16.
+ACTION_NAMES: dict[str, str] = {
+    "backflip": "Backflip", "cartwheel": "Cartwheel", "crawl": "Crawl", "dance_a": "DanceA",
+    "dance_b": "DanceB", "getup_facedown": "GetupFacedown", "getup_faceup": "GetupFaceup",
+    "jump": "Jump", "kick": "Kick", "punch": "Punch", "roll": "Roll", "run": "Run", "spin": "Spin",
+    "spinkick": "Spinkick", "walk": "Walk",
+}
+#: Target bone lengths (mm) for each of the 21 points' incoming bone: the C2F/H36M training means
+#: (``skeleton.LIMB_LENGTHS_TRAIN_MM``, left = right) for the 16 H36M bones, foot lengths for the toes.
+_H36M_BONE_MM = {
+    1: 134.05, 4: 134.05, 7: 238.38, 2: 449.20, 3: 445.58, 5: 449.20, 6: 445.58, 8: 255.34,
+    9: 116.08, 11: 148.84, 14: 148.84, 10: 115.00, 12: 279.76, 13: 249.52, 15: 279.76, 16: 249.52,
+    17: 110.0, 18: 45.0, 19: 110.0, 20: 45.0,
+}
+BASE_BONE_MM = np.array([0.0] + [_H36M_BONE_MM[i] for i in range(1, NUM_POINTS)])
+#: bones that share one random factor (left and right kept symmetric)
+_BONE_GROUPS: tuple[tuple[int, ...], ...] = (
+    (1, 4), (7,), (8,), (9, 10), (11, 14), (12, 15), (13, 16), (2, 5), (3, 6), (17, 18, 19, 20),
+)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One motion clip: ``times`` (K,) s ascending from 0; ``points`` (K, 21, 3) world mm."""
+
+    name: str
+    times: np.ndarray
+    points: np.ndarray
+
+    @property
+    def duration(self) -> float:
+        return float(self.times[-1])
+
+
+@lru_cache(maxsize=2)
+def load_clips(path: str | None = None) -> dict[str, Clip]:
+    """All clips of ``clips.npz`` keyed by clip name (in file order), horizontally centred:
+    the mean root (x, y) of each clip is moved to the world origin."""
+    data = np.load(path or CLIPS_PATH)
+    out: dict[str, Clip] = {}
+    for name in [str(n) for n in data["names"]]:
+        pts = data[f"joints_{name}"].astype(np.float64)
+        pts[..., :2] -= pts[:, 0, :2].mean(axis=0)
+        out[name] = Clip(name, data[f"times_{name}"].astype(np.float64), pts)
+    return out
+
+
+def sample_clip(clip: Clip, t: float) -> np.ndarray:
+    """Points at time ``t`` s (wrapped into the clip), linear interpolation between keyframes → (21, 3)."""
+    if clip.duration <= 0:
+        return clip.points[0].copy()
+    t = float(t) % clip.duration
+    k = int(np.searchsorted(clip.times, t, side="right")) - 1
+    k = min(max(k, 0), len(clip.times) - 2)
+    t0, t1 = clip.times[k], clip.times[k + 1]
+    a = 0.0 if t1 <= t0 else (t - t0) / (t1 - t0)
+    return (1.0 - a) * clip.points[k] + a * clip.points[k + 1]
+
+
+def subject_bone_lengths(rng: np.random.Generator) -> np.ndarray:
+    """Random body proportions of one synthetic subject → (21,) bone length per point, mm
+    (0 for the root): H36M mean lengths × overall height factor U(0.9, 1.1) × per-group N(1, 0.04)."""
+    lengths = BASE_BONE_MM * rng.uniform(0.9, 1.1)
+    for group in _BONE_GROUPS:
+        lengths[list(group)] *= float(np.clip(rng.normal(1.0, 0.04), 0.88, 1.12))
+    return lengths
+
+
+def rescale_bones(points: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Re-derive points along the tree: each bone keeps its direction and gets ``lengths[i]``.
+
+    points (..., 21, 3), lengths (21,) → (..., 21, 3); the root stays where it is.
+    """
+    if points.shape[-2] != NUM_POINTS:
+        raise ValueError(f"points: expected {NUM_POINTS} points on axis -2, got {points.shape}")
+    out = np.empty_like(points)
+    out[..., 0, :] = points[..., 0, :]
+    for i in range(1, NUM_POINTS):
+        p = PARENTS_21[i]
+        v = points[..., i, :] - points[..., p, :]
+        n = np.linalg.norm(v, axis=-1, keepdims=True)
+        out[..., i, :] = out[..., p, :] + v / np.maximum(n, 1e-9) * lengths[i]
+    return out
+
+
+def to32(points: np.ndarray) -> np.ndarray:
+    """21 points → the 32 H36M joints of ``skeleton.JOINT_NAMES_32`` (..., 32, C).
+
+    The 17 H36M joints land on their 32-joint slots (``skeleton.H36M_17_FROM_32``); the others are
+    filled the way the real H36M files fill them: Spine (11) = Hips, Left/RightShoulder (16, 24) =
+    Neck (thorax), HandThumb (20, 28) = Hand (wrist); toe base / toe end (4, 5, 9, 10) = the foot
+    points; hand "Site" (21, 29) = wrist + 0.25·(wrist − elbow); Wrist_End and its Site
+    (22, 23, 30, 31) = wrist + 0.35·(wrist − elbow).
+    """
+    if points.shape[-2] != NUM_POINTS:
+        raise ValueError(f"points: expected {NUM_POINTS} points on axis -2, got {points.shape}")
+    p = points
+    src = {0: 0, 1: 1, 2: 2, 3: 3, 4: 17, 5: 18, 6: 4, 7: 5, 8: 6, 9: 19, 10: 20, 11: 0, 12: 7,
+           13: 8, 14: 9, 15: 10, 16: 8, 17: 11, 18: 12, 19: 13, 20: 13, 24: 8, 25: 14, 26: 15,
+           27: 16, 28: 16}
+    out = np.empty(p.shape[:-2] + (32, p.shape[-1]), dtype=p.dtype)
+    for j32, j21 in src.items():
+        out[..., j32, :] = p[..., j21, :]
+    for (elbow, wrist), (site, end, end_site) in (((12, 13), (21, 22, 23)), ((15, 16), (29, 30, 31))):
+        fa = p[..., wrist, :] - p[..., elbow, :]
+        out[..., site, :] = p[..., wrist, :] + 0.25 * fa
+        out[..., end, :] = p[..., wrist, :] + 0.35 * fa
+        out[..., end_site, :] = out[..., end, :]
+    return out

@@ -1,0 +1,261 @@
+"""CPU renderer for ``pose synth``: cameras, crop boxes, and a shaded-capsule body drawn with OpenCV.
+
+Only the 224×224 crop is rendered: camera-frame points are projected with the H36M-like
+intrinsics into the (virtual) 1000×1000 frame and mapped into the crop with the crop affine
+(``raw_to_crop``) before anything is drawn. Camera convention (contracts): X right, Y down,
+Z forward, ``X_cam = R (X_world − T)``, T = camera centre (mm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP = 224
+FRAME = 1000  # the virtual raw frame (1000×1000)
+_SHIFT = 4  # fixed-point bits for sub-pixel cv2 drawing
+_ONE = 1 << _SHIFT
+
+
+@dataclass(frozen=True)
+class Camera:
+    """R (3,3) world→camera rotation, T (3,) camera centre world mm, f (2,), c (2,) px."""
+
+    R: np.ndarray
+    T: np.ndarray
+    f: np.ndarray
+    c: np.ndarray
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.f[0], 0.0, self.c[0]], [0.0, self.f[1], self.c[1]], [0.0, 0.0, 1.0]])
+
+    def to_camera(self, X: np.ndarray) -> np.ndarray:
+        """(..., 3) world mm → (..., 3) camera mm."""
+        return (X - self.T) @ self.R.T
+
+    def project(self, Xc: np.ndarray) -> np.ndarray:
+        """(..., 3) camera mm → (..., 2) raw-frame px (no distortion)."""
+        return Xc[..., :2] / Xc[..., 2:3] * self.f + self.c
+
+
+def look_at(target: np.ndarray, yaw: float, elevation: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Camera centre at ``distance`` mm from ``target`` (world mm, z up) seen from azimuth ``yaw`` and
+    ``elevation`` (radians) → (R (3,3), T (3,)), no roll."""
+    d = np.array([np.cos(elevation) * np.cos(yaw), np.cos(elevation) * np.sin(yaw), np.sin(elevation)])
+    T = target + distance * d
+    fwd = -d
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    return np.stack([right, down, fwd]), T
+
+
+def random_camera(rng: np.random.Generator, target: np.ndarray, yaw: float) -> Camera:
+    """H36M-like camera: distance U(3.5, 5.5) m, elevation U(−5°, 30°), f ≈ 1145 px, c ≈ (500, 500)."""
+    elev = np.deg2rad(rng.uniform(-5.0, 30.0))
+    dist = rng.uniform(3500.0, 5500.0)
+    R, T = look_at(target + rng.uniform(-150, 150, 3), yaw, elev, dist)
+    fx = 1145.0 * rng.uniform(0.98, 1.02)
+    f = np.array([fx, fx * rng.uniform(0.998, 1.002)])
+    c = FRAME / 2 + rng.uniform(-15.0, 15.0, 2)
+    return Camera(R, T, f, c)
+
+
+def square_box(uv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Integer square box ``x1 y1 x2 y2`` (raw px) around points uv (J,2) (the drawn body's outline
+    extremes): side = longer extent × U(1.08, 1.2), centre jittered by ±3 % of the side."""
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    side = max(float((hi - lo).max()) * rng.uniform(1.08, 1.2), 32.0)
+    ctr = (lo + hi) / 2 + rng.uniform(-0.03, 0.03, 2) * side
+    x1, y1 = np.round(ctr - side / 2).astype(np.int64)
+    s = int(round(side))
+    return np.array([x1, y1, x1 + s, y1 + s], dtype=np.int64)
+
+
+def raw_to_crop(bbox: np.ndarray, out_res: int = CROP) -> np.ndarray:
+    """2×3 affine raw px → crop px for box ``x1 y1 x2 y2``: the same map as
+    ``pose.camera.crop_affine(center=((x1+x2)/2, (y1+y2)/2), size=x2−x1, rot_deg=0, out_res)``
+    (pixel-centre convention: box edge → −0.5, box centre → (out_res−1)/2)."""
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    s = out_res / (x2 - x1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    h = (out_res - 1) / 2
+    return np.array([[s, 0.0, h - s * cx], [0.0, s, h - s * cy]])
+
+
+# ---------------------------------------------------------------------------------------------
+# body model: capsules and spheres on the 21-point track (see motion.py) plus derived points
+# ---------------------------------------------------------------------------------------------
+#: parts (colour slots of ``Look.colours``)
+SKIN, SHIRT, TROUSERS, SHOES, HAIR, PATCH = range(6)
+#: capsules (a, b, radius mm, part); point indices into ``extended_points``
+_CAPSULES: tuple[tuple[int, int, float, int], ...] = (
+    (1, 2, 75.0, TROUSERS), (2, 3, 55.0, TROUSERS), (4, 5, 75.0, TROUSERS), (5, 6, 55.0, TROUSERS),
+    (3, 18, 42.0, SHOES), (6, 20, 42.0, SHOES),
+    (11, 12, 48.0, SHIRT), (12, 13, 38.0, SKIN), (14, 15, 48.0, SHIRT), (15, 16, 38.0, SKIN),
+    (1, 4, 95.0, TROUSERS), (0, 7, 125.0, SHIRT), (7, 8, 135.0, SHIRT), (11, 14, 70.0, SHIRT),
+    (8, 21, 50.0, SKIN),  # neck → head centre
+)
+#: spheres (point, radius mm, part): head, hair cap, nose, hands, chest patch
+_SPHERES: tuple[tuple[int, float, int], ...] = (
+    (21, 105.0, SKIN), (22, 92.0, HAIR), (9, 28.0, SKIN), (23, 45.0, SKIN), (24, 45.0, SKIN),
+    (25, 45.0, PATCH),
+)
+_CAP_A = np.array([c[0] for c in _CAPSULES])
+_CAP_B = np.array([c[1] for c in _CAPSULES])
+_CAP_R = np.array([c[2] for c in _CAPSULES])
+_SPH_P = np.array([c[0] for c in _SPHERES])
+_SPH_R = np.array([c[1] for c in _SPHERES])
+#: shading layers (radius ×, offset towards the light ×, brightness ×), outermost first
+#: largest drawn radius (mm, before girth) around each of the 26 extended points (crop box extent)
+_POINT_R = np.zeros(26)
+for _a, _b, _r, _ in _CAPSULES:
+    _POINT_R[_a], _POINT_R[_b] = max(_POINT_R[_a], _r), max(_POINT_R[_b], _r)
+for _p, _r, _ in _SPHERES:
+    _POINT_R[_p] = max(_POINT_R[_p], _r * 1.1)
+_SHADES = np.array([(1.0, 0.0, 0.55), (0.78, 0.18, 0.8), (0.5, 0.3, 1.0), (0.22, 0.42, 1.18)])
+
+
+def extended_points(P: np.ndarray) -> np.ndarray:
+    """(21,3) → (26,3): adds 21 head centre, 22 hair-cap centre, 23/24 left/right hand, 25 chest
+    patch (a front-of-shirt mark, so front and back differ). Works in any frame (mm)."""
+    head = P[10] + 0.55 * (P[9] - P[10])
+    hair = head + 0.3 * (P[10] - head) - 0.25 * (P[9] - head)
+    hands = P[[13, 16]] + 0.3 * (P[[13, 16]] - P[[12, 15]])
+    up = P[8] - P[0]
+    right = P[1] - P[4]
+    fwd = np.cross(up, right)
+    fwd /= max(float(np.linalg.norm(fwd)), 1e-9)
+    patch = P[7] + 0.6 * (P[8] - P[7]) + 110.0 * fwd
+    return np.concatenate([P, head[None], hair[None], hands, patch[None]])
+
+
+@dataclass(frozen=True)
+class Look:
+    """Appearance of one rendered sequence: shade colours per part (6, 4) BGR tuples (one per
+    ``_SHADES`` layer), girth factor, light direction in the image (2,) unit vector."""
+
+    shades: tuple[tuple[tuple[float, float, float], ...], ...]
+    girth: float
+    light: np.ndarray
+
+
+def random_look(rng: np.random.Generator) -> Look:
+    skin = np.array([[60, 90, 150], [90, 130, 190], [120, 160, 215], [40, 60, 100]], float)[rng.integers(4)]
+    skin = skin * rng.uniform(0.85, 1.15)
+    shirt, trousers, shoes, patch = (rng.uniform(20, 235, 3) for _ in range(4))
+    trousers = trousers * rng.uniform(0.4, 1.0)
+    hair = skin * rng.uniform(0.2, 0.7)
+    colours = np.stack([skin, shirt, trousers, shoes * 0.6, hair, patch])
+    shades = tuple(tuple(tuple(float(v) for v in np.clip(c * k, 0, 255)) for k in _SHADES[:, 2]) for c in colours)
+    ang = rng.uniform(0, 2 * np.pi)
+    return Look(shades, float(rng.uniform(0.85, 1.2)), np.array([np.cos(ang), np.sin(ang)]))
+
+
+def draw_body(img: np.ndarray, P_cam: np.ndarray, A: np.ndarray, cam: Camera, look: Look) -> None:
+    """Draw the body into ``img`` (crop, uint8 H×W×3 BGR) in place, far-to-near (painter's order
+    by the mean camera depth of each primitive), with layered shading toward ``look.light``.
+
+    P_cam (21,3) camera mm; A (2,3) raw px → crop px affine.
+    """
+    E = extended_points(P_cam)
+    uv = cam.project(E) @ A[:, :2].T + A[:, 2]  # (26,2) crop px
+    pxmm = cam.f[0] * A[0, 0] / np.maximum(E[:, 2], 1.0)  # crop px per mm at each point's depth
+    g = look.girth
+    # capsules
+    za, zb = E[_CAP_A, 2], E[_CAP_B, 2]
+    cr = _CAP_R * g * 0.5 * (pxmm[_CAP_A] + pxmm[_CAP_B])  # (C,) px
+    d = uv[_CAP_B] - uv[_CAP_A]
+    n = np.stack([-d[:, 1], d[:, 0]], 1)
+    nn = np.linalg.norm(n, axis=1, keepdims=True)
+    n = np.where(nn > 1e-6, n / np.maximum(nn, 1e-6), look.light)
+    n *= np.sign(n @ look.light + 1e-12)[:, None]
+    off = (_SHADES[None, :, 1, None] * cr[:, None, None]) * n[:, None, :]  # (C,4,2)
+    pa = np.round((uv[_CAP_A][:, None] + off) * _ONE).astype(np.int64).tolist()
+    pb = np.round((uv[_CAP_B][:, None] + off) * _ONE).astype(np.int64).tolist()
+    th = np.maximum(np.round(2 * _SHADES[None, :, 0] * cr[:, None]), 1).astype(np.int64).tolist()
+    # spheres
+    sr = _SPH_R * g * pxmm[_SPH_P]
+    sr[0] = _SPH_R[0] * (0.5 + 0.5 * g) * pxmm[_SPH_P[0]]
+    sc = uv[_SPH_P][:, None] + (_SHADES[None, :, 1, None] * sr[:, None, None]) * look.light
+    sc = np.round(sc * _ONE).astype(np.int64).tolist()
+    srad = np.maximum(np.round(_SHADES[None, :, 0] * sr[:, None] * _ONE), 1).astype(np.int64).tolist()
+    # torso quad (flat, slightly darker)
+    quad = np.round(uv[[1, 4, 11, 14]] * _ONE).astype(np.int32)
+    depth = np.concatenate([0.5 * (za + zb), E[_SPH_P, 2], [E[[1, 4, 11, 14], 2].mean() + 60.0]])
+    nc = len(_CAPSULES)
+    for i in np.argsort(-depth, kind="stable").tolist():
+        if i < nc:
+            cols = look.shades[_CAPSULES[i][3]]
+            for k in range(4):
+                cv2.line(img, pa[i][k], pb[i][k], cols[k], th[i][k], cv2.LINE_AA, _SHIFT)
+        elif i < nc + len(_SPHERES):
+            j = i - nc
+            cols = look.shades[_SPHERES[j][2]]
+            for k in range(4):
+                cv2.circle(img, sc[j][k], srad[j][k], cols[k], -1, cv2.LINE_AA, _SHIFT)
+        else:
+            cv2.fillConvexPoly(img, quad, look.shades[SHIRT][1], cv2.LINE_AA, _SHIFT)
+
+
+# ---------------------------------------------------------------------------------------------
+# procedural backgrounds
+# ---------------------------------------------------------------------------------------------
+_GRAIN = np.random.default_rng(20240601).integers(0, 11, (CROP * 2, CROP * 2, 3), dtype=np.uint8)
+
+
+def background(rng: np.random.Generator, size: int = CROP) -> np.ndarray:
+    """Random background (size, size, 3) uint8: smooth colour noise, a linear gradient, or either
+    with clutter (rectangles, ellipses, lines), plus fine grain (a fixed texture at a random offset)."""
+    kind = int(rng.integers(3))
+    if kind == 0:  # smooth coloured noise
+        g = int(rng.integers(3, 9))
+        img = cv2.resize(rng.integers(0, 256, (g, g, 3), dtype=np.uint8), (size, size),
+                         interpolation=cv2.INTER_LINEAR)
+    else:  # linear gradient between two colours at a random angle
+        a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        ang = rng.uniform(0, 2 * np.pi)
+        cx, cy = np.cos(ang), np.sin(ang)
+        t = 0.5 + 0.5 * np.array([[-cx - cy, cx - cy], [-cx + cy, cx + cy]]) / np.sqrt(2)
+        small = (a * (1 - t[..., None]) + b * t[..., None]).astype(np.uint8)
+        # bilinear upsampling of 2×2 is linear between the two source pixel centres: keep that middle part
+        img = cv2.resize(small, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+        img = np.ascontiguousarray(img[size // 2:size // 2 + size, size // 2:size // 2 + size])
+    if kind == 2 or rng.random() < 0.5:  # clutter
+        for _ in range(int(rng.integers(3, 12))):
+            col = rng.uniform(0, 255, 3).tolist()
+            p = (rng.uniform(-0.2, 1.2, 4) * size).astype(int).tolist()
+            shape = int(rng.integers(3))
+            if shape == 0:
+                cv2.rectangle(img, (p[0], p[1]), (p[2], p[3]), col, -1)
+            elif shape == 1:
+                axes = (abs(p[2] - p[0]) // 3 + 2, abs(p[3] - p[1]) // 3 + 2)
+                cv2.ellipse(img, (p[0], p[1]), axes, float(rng.uniform(0, 180)), 0, 360, col, -1, cv2.LINE_AA)
+            else:
+                cv2.line(img, (p[0], p[1]), (p[2], p[3]), col, int(rng.integers(1, 8)), cv2.LINE_AA)
+    oy, ox = rng.integers(0, size, 2)
+    grain = _GRAIN[oy:oy + size, ox:ox + size]
+    return cv2.subtract(cv2.add(img, grain), 5)
+
+
+def render_frame(rng: np.random.Generator, P_world: np.ndarray, cam: Camera, look: Look
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Render one crop.
+
+    P_world (21,3) world mm → (image (224,224,3) uint8 BGR, bbox (4,) int raw px,
+    A (2,3) raw→crop affine, P_cam (21,3) camera mm).
+    """
+    P_cam = cam.to_camera(P_world)
+    E = extended_points(P_cam)
+    uv = cam.project(E)
+    r = _POINT_R * look.girth * cam.f[0] / np.maximum(E[:, 2], 1.0)  # drawn radius at each point, px
+    bbox = square_box(np.concatenate([uv - r[:, None], uv + r[:, None]]), rng)
+    A = raw_to_crop(bbox)
+    img = background(rng)
+    draw_body(img, P_cam, A, cam, look)
+    if rng.random() < 0.5:
+        img = cv2.GaussianBlur(img, (3, 3), 0)
+    return img, bbox, A, P_cam
