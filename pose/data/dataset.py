@@ -1,0 +1,199 @@
+"""``PackedDataset``: a torch Dataset over a packed split (crop, augmentation, sample dict).
+
+Crop: the square box of side ``max(w, h) · bbox_enlarge · aug.scale`` centred on the sample's
+bbox, rotated by ``aug.rot``, warped to ``input_size`` (bilinear, grey 128 border); with a flip the
+crop is mirrored and joints are swapped with ``skeleton.FLIP_PERM_17``.
+
+Default ``bbox_enlarge`` comes from the split's meta.json: 1.28 for the seed layout (its 224 crop
+is shown at 200 px inside a 256 canvas, like the Caffe seed's 1/1.12 shrink), 1.25 for the JSON
+layout (mks0601 ``process_bbox`` on the ×1.2 GT box).
+
+3D consistency under augmentation (our choice, cf. spec §6.3 "augmented 3D"): ``crop_to_raw``
+maps crop px back to raw camera px through the inverse of the whole augmentation (rotation,
+scale, mirror), so ``project(joints_3d, K) == apply_affine(joints_2d, crop_to_raw)`` for every
+sample. Rotation and scale leave ``joints_3d`` unchanged; a flip permutes it with the left/right
+swap (the person seen in a mirror: the labels swap, the points stay). ``z_rel`` (mm) is never
+rescaled (C2F: the depth axis is metric).
+
+Returned sample dict (tensors): ``image`` (3,S,S) f32 RGB pixel/255 − 0.5; ``joints_2d`` (17,2)
+crop px; ``z_rel`` (17,) mm; ``joints_3d`` (17,3) camera mm; ``visible`` (17,) bool (annotated,
+finite and inside the crop); ``has_depth`` () bool; ``K`` (3,3); ``crop_to_raw`` (2,3);
+``root_depth`` () mm; ``action``, ``subject``, ``camera``, ``frame`` () long; ``index`` () long =
+row in the packed split; ``source_index`` () long = the dataset's own sample index.
+For 2D-only samples (``has_depth`` False) ``z_rel``, ``joints_3d`` and ``root_depth`` are 0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pose.camera import apply_affine, crop_affine, invert_affine
+from pose.data.augment import (
+    IDENTITY,
+    AugConfig,
+    AugParams,
+    apply_color,
+    compose_affine,
+    flip_affine,
+    flip_joints,
+    sample_aug,
+)
+from pose.data.packed import DEFAULT_ENLARGE, ImageStore, load_arrays, read_meta
+
+BORDER_VALUE = (128, 128, 128)
+
+
+def decode_image(data: bytes, where: str = "image") -> np.ndarray:
+    """Encoded bytes → (H, W, 3) uint8 BGR (as cv2 reads)."""
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{where}: image does not decode")
+    return img
+
+
+def make_sample(image_bgr: np.ndarray, *, joints_2d, joints_3d, bbox, img_to_raw, K, has_depth: bool,
+                visible=None, input_size: int = 256, enlarge: float = 1.25,
+                params: AugParams = IDENTITY) -> dict[str, np.ndarray]:
+    """Crop + augment one sample (numpy in, numpy out; see the module docstring for the keys).
+
+    image_bgr: (H, W, 3) uint8 stored image. joints_2d (17,2) stored px; joints_3d (17,3) mm;
+    bbox (4,) x1 y1 x2 y2 stored px; img_to_raw (2,3); K (3,3).
+    """
+    S = int(input_size)
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    center = np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0])
+    size = max(x2 - x1, y2 - y1) * float(enlarge) * float(params.scale)
+    M = crop_affine(center, size, float(params.rot), S)
+    if params.flip:
+        M = compose_affine(flip_affine(S), M)
+    crop = cv2.warpAffine(image_bgr, M.astype(np.float64), (S, S), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+    crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    crop = apply_color(crop, params.color)
+    j2 = apply_affine(np.asarray(joints_2d, dtype=np.float64), M)
+    j3 = np.asarray(joints_3d, dtype=np.float64)
+    vis = np.ones(17, dtype=bool) if visible is None else np.asarray(visible, dtype=bool)
+    if params.flip:
+        j2, j3, vis = flip_joints(j2), flip_joints(j3), flip_joints(vis[:, None])[:, 0]
+    crop_to_raw = compose_affine(img_to_raw, invert_affine(M))
+    inside = np.isfinite(j2).all(1) & (j2 >= -0.5).all(1) & (j2 <= S - 0.5).all(1)
+    if has_depth:
+        z_rel = j3[:, 2] - j3[0, 2]
+        root_depth = j3[0, 2]
+    else:
+        j3 = np.zeros((17, 3))
+        z_rel = np.zeros(17)
+        root_depth = 0.0
+    return {
+        "image": crop,  # (S, S, 3) uint8 RGB
+        "joints_2d": j2.astype(np.float32),
+        "z_rel": z_rel.astype(np.float32),
+        "joints_3d": j3.astype(np.float32),
+        "visible": vis & inside,
+        "has_depth": np.bool_(has_depth),
+        "K": np.array(K, dtype=np.float32),
+        "crop_to_raw": crop_to_raw.astype(np.float32),
+        "root_depth": np.float32(root_depth),
+    }
+
+
+def to_tensors(sample: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """numpy sample (uint8 HWC image) → tensors (image (3,S,S) f32 = pixel/255 − 0.5)."""
+    out = {k: torch.from_numpy(np.asarray(v)) for k, v in sample.items() if k != "image"}
+    img = torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1)))
+    out["image"] = img.float().div_(255.0).sub_(0.5)
+    return out
+
+
+class PackedDataset(Dataset):
+    """Samples of one packed split (``DIR/train`` or ``DIR/test`` written by ``pose prepare``).
+
+    Args:
+        root_split_dir: the split directory.
+        input_size: crop side S (px).
+        train: draw augmentation from ``aug`` (otherwise none).
+        aug: :class:`AugConfig`.
+        indices: optional subset (rows of the packed split).
+        bbox_enlarge: box side factor; None → per layout default (meta.json ``bbox_enlarge``).
+        seed: base seed of the augmentation draws; inside DataLoader workers it is mixed with the
+            worker's seed (new every epoch, reproducible under ``torch.manual_seed``); None →
+            ``torch.initial_seed()``. Draws follow the call order.
+    """
+
+    def __init__(self, root_split_dir: str | os.PathLike, input_size: int = 256, train: bool = False,
+                 aug: AugConfig = AugConfig(), indices: Sequence[int] | None = None,
+                 bbox_enlarge: float | None = None, seed: int | None = None):
+        self.root = str(root_split_dir)
+        self.meta = read_meta(self.root)
+        if int(input_size) < 8:
+            raise ValueError(f"input_size must be >= 8, got {input_size}")
+        self.input_size = int(input_size)
+        self.train = bool(train)
+        self.aug = aug
+        self.arrays = load_arrays(self.root, mmap=True)
+        n = int(self.meta["count"])
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise ValueError(f"indices must lie in [0, {n}), got range [{self.indices.min()}, {self.indices.max()}]")
+        enlarge = bbox_enlarge if bbox_enlarge is not None else self.meta.get(
+            "bbox_enlarge", DEFAULT_ENLARGE.get(self.meta.get("layout"), 1.25))
+        if not enlarge > 0:
+            raise ValueError(f"bbox_enlarge must be > 0, got {enlarge}")
+        self.bbox_enlarge = float(enlarge)
+        self.images = ImageStore(self.root, np.asarray(self.arrays["image_index"]))
+        self.seed = seed
+        self._gen: np.random.Generator | None = None
+        self._gen_pid = -1
+
+    @property
+    def action_names(self) -> list[str]:
+        return list(self.meta.get("action_names", []))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _rng(self) -> np.random.Generator:
+        """One generator per process (re-created after a fork, mixed with the worker id)."""
+        if self._gen is None or self._gen_pid != os.getpid():
+            info = torch.utils.data.get_worker_info()
+            if info is None:
+                entropy = [torch.initial_seed() if self.seed is None else self.seed]
+            else:  # info.seed = the loader's per-epoch base seed + worker id
+                entropy = [0 if self.seed is None else self.seed, info.seed]
+            self._gen = np.random.default_rng([int(e) % (2**63) for e in entropy])
+            self._gen_pid = os.getpid()
+        return self._gen
+
+    def draw_aug(self, row: int) -> AugParams:
+        return sample_aug(self.aug, self._rng()) if self.train else IDENTITY
+
+    def raw(self, i: int, params: AugParams | None = None) -> dict[str, np.ndarray]:
+        """Sample ``i`` as numpy (uint8 HWC RGB image) with explicit augmentation ``params``."""
+        row = int(self.indices[i])
+        a = self.arrays
+        params = self.draw_aug(row) if params is None else params
+        img = decode_image(self.images[row], f"{self.root} sample {row}")
+        out = make_sample(img, joints_2d=a["joints_2d"][row], joints_3d=a["joints_3d"][row], bbox=a["bbox"][row],
+                          img_to_raw=a["img_to_raw"][row], K=a["K"][row], has_depth=bool(a["has_depth"][row]),
+                          visible=a["visible"][row], input_size=self.input_size, enlarge=self.bbox_enlarge,
+                          params=params)
+        for key in ("action", "subject", "camera", "frame"):
+            out[key] = np.int64(a[key][row])
+        out["index"] = np.int64(row)
+        out["source_index"] = np.int64(a["index"][row])
+        return out
+
+    def get(self, i: int, params: AugParams | None = None) -> dict[str, torch.Tensor]:
+        """Like ``ds[i]`` but with explicit augmentation ``params`` (None → drawn as usual)."""
+        return to_tensors(self.raw(i, params))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return self.get(i % len(self))

@@ -1,0 +1,212 @@
+"""``pose prepare``: packed output equals the source, bad input gives one clear line, atomic output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose import cli
+from pose.data import prepare as prep
+from pose.data import seed_txt
+from pose.data.packed import ImageStore, PackWriter, load_arrays, load_poses, read_meta
+from pose.data.records import BadSample
+from pose.data.seed_txt import SeedTxtReader
+
+VALID = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+N = 8  # samples 0-5 train (S1, S5), 6-7 test (S9)
+BAD = 3
+
+
+def make_layout(root: Path) -> Path:
+    d = np.load(VALID)
+    subjects = np.array([1, 1, 1, 5, 5, 5, 9, 9])
+    actions = np.array(["Posing"] * N)
+    seed_txt.write_layout_from_poses(root, d["S"][:N], d["K"][:N], subjects, actions)
+    return root
+
+
+def run_cli(argv, capsys):
+    rc = cli.main(["prepare", *argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(name))
+
+
+def test_pack_equals_source(tmp_path, capsys):
+    src = make_layout(tmp_path / "src")
+    rc, out, err = run_cli([str(src), "--out", str(tmp_path / "packed"), "--quiet", "--workers", "1"], capsys)
+    assert rc == 0, err
+    assert "train: 6 samples (0 skipped), test: 2 samples (0 skipped)" in out
+    reader = SeedTxtReader(src)
+    for split, idx in (("train", range(0, 6)), ("test", range(6, 8))):
+        d = tmp_path / "packed" / split
+        meta = read_meta(d)
+        assert meta["count"] == len(idx) and meta["layout"] == "seed" and meta["split"] == split
+        assert meta["image_size"] == [224, 224] and meta["action_names"][5] == "Posing"
+        arr = load_arrays(d)
+        assert arr["joints_2d"].dtype == np.float32 and arr["joints_2d"].shape == (len(idx), 17, 2)
+        assert arr["image_index"].dtype == np.int64 and arr["image_index"].shape == (len(idx), 3)
+        assert isinstance(arr["joints_3d"], np.memmap)
+        store = ImageStore(d)
+        for row, i in enumerate(idx):
+            s = reader.read(i)
+            np.testing.assert_allclose(arr["joints_2d"][row], s.joints_2d, rtol=1e-6)
+            np.testing.assert_allclose(arr["joints_3d"][row], s.joints_3d, rtol=1e-6)
+            np.testing.assert_allclose(arr["img_to_raw"][row], s.img_to_raw, rtol=1e-6)
+            assert arr["index"][row] == i and arr["subject"][row] == s.subject and arr["has_depth"][row]
+            assert store[row] == Path(s.image_path).read_bytes()  # bytes as stored, no re-encode
+        report = json.loads((d / "report.json").read_text())
+        assert report == {"count": len(idx), "skipped_count": 0, "skipped": []}
+    assert leftovers(tmp_path, "packed") == ["packed"]
+
+
+def test_load_poses_raw_pixels(tmp_path):
+    src = make_layout(tmp_path / "src")
+    prep.prepare(src, tmp_path / "p", split="train", progress=False)
+    poses = load_poses(tmp_path / "p" / "train")
+    from pose.camera import project
+
+    np.testing.assert_allclose(project(poses["joints_3d"].astype(np.float64), poses["K"]), poses["joints_2d"], atol=1e-3)
+    assert poses["action_names"][poses["action"][0]] == "Posing" and poses["subject"].tolist() == [1, 1, 1, 5, 5, 5]
+
+
+def _missing_field(src):
+    (src / "center_x" / f"{BAD}.txt").unlink()
+    return src / "center_x" / f"{BAD}.txt", "file missing"
+
+
+def _truncated(src):
+    p = src / "gt_joint_3d_mono_raw" / f"{BAD}.txt"
+    p.write_bytes(p.read_bytes()[:600])  # cut in the middle of a line
+    return p, "joint line"
+
+
+def _joints31(src):
+    p = src / "gt_joint_2d_raw_new" / f"{BAD}.txt"
+    p.write_text("".join(p.read_text().splitlines(keepends=True)[:31]))
+    return p, "expected 32 joint lines, got 31"
+
+
+def _nan(src):
+    p = src / "gt_joint_3d_mono_raw" / f"{BAD}.txt"
+    lines = p.read_text().splitlines(keepends=True)
+    lines[4] = "         nan  -340.855113  4709.494331 \n"
+    p.write_text("".join(lines))
+    return p, "joint line 5: NaN or inf"
+
+
+def _corrupt_image(src):
+    p = src / "images" / f"{BAD}.png"
+    p.write_bytes(p.read_bytes()[:100])
+    return p, "image does not decode"
+
+
+def _camera_without_f(src):
+    p = src / "camera_all" / f"{BAD}.txt"
+    text = p.read_text()
+    start = text.index("f:")
+    end = text.index("c:")
+    p.write_text(text[:start] + text[end:])
+    return p, "camera block 'f:' missing"
+
+
+def _wrong_image_size(src):
+    import cv2
+
+    p = src / "images" / f"{BAD}.png"
+    cv2.imwrite(str(p), np.zeros((200, 224, 3), np.uint8))
+    return p, "image is 224x200, expected 224x224"
+
+
+CASES = [_missing_field, _truncated, _joints31, _nan, _corrupt_image, _camera_without_f, _wrong_image_size]
+
+
+@pytest.mark.parametrize("corrupt", CASES, ids=[c.__name__.strip("_") for c in CASES])
+def test_bad_input_one_line_fail_and_skip(tmp_path, capsys, corrupt):
+    src = make_layout(tmp_path / "src")
+    bad_file, reason = corrupt(src)
+    out = tmp_path / "packed"
+    rc, stdout, err = run_cli([str(src), "--out", str(out), "--quiet", "--workers", "1", "--on-bad", "fail"], capsys)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"pose prepare: error: sample {BAD}: {bad_file}: ")
+    assert reason in lines[0]
+    assert leftovers(tmp_path, "packed") == []  # nothing half-written
+    # skip: the rest is packed, the report lists the bad one
+    rc, stdout, err = run_cli([str(src), "--out", str(out), "--quiet", "--workers", "1", "--on-bad", "skip"], capsys)
+    assert rc == 0, err
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 1 and f"sample {BAD}: {bad_file}: " in warnings[0] and reason in warnings[0]
+    arr = load_arrays(out / "train")
+    assert arr["index"].tolist() == [0, 1, 2, 4, 5]
+    assert load_arrays(out / "test")["index"].tolist() == [6, 7]
+    report = json.loads((out / "train" / "report.json").read_text())
+    assert report["count"] == 5 and report["skipped_count"] == 1
+    assert report["skipped"][0]["index"] == BAD and report["skipped"][0]["file"] == str(bad_file)
+    assert reason in report["skipped"][0]["reason"]
+    assert read_meta(out / "train")["skipped"] == 1
+
+
+def test_fatal_errors_one_line(tmp_path, capsys):
+    rc, _, err = run_cli([str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run_cli([str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "neither the seed txt layout" in err
+    assert leftovers(tmp_path, "o") == []
+
+
+def test_refuses_overwrite_unless_force(tmp_path, capsys):
+    src = make_layout(tmp_path / "src")
+    out = tmp_path / "packed"
+    assert run_cli([str(src), "--out", str(out), "--quiet", "--split", "test"], capsys)[0] == 0
+    rc, _, err = run_cli([str(src), "--out", str(out), "--quiet", "--split", "train"], capsys)
+    assert rc == 1 and "already exists" in err and "--force" in err
+    assert sorted(p.name for p in out.iterdir()) == ["test"]  # untouched
+    rc, _, err = run_cli([str(src), "--out", str(out), "--quiet", "--split", "train", "--force"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["train"]
+    assert leftovers(tmp_path, "packed") == ["packed"]
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    src = make_layout(tmp_path / "src")
+
+    def boom(self, meta):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PackWriter, "finish", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(src, tmp_path / "packed", progress=False)
+    assert leftovers(tmp_path, "packed") == []
+
+
+def test_subsampling_options_and_workers(tmp_path):
+    src = make_layout(tmp_path / "src")
+    (tmp_path / "keep.txt").write_text("0\n2\n3\n4\n7\n")
+    metas = prep.prepare(src, tmp_path / "a", index_list=str(tmp_path / "keep.txt"), every=2, progress=False)
+    assert load_arrays(tmp_path / "a" / "train")["index"].tolist() == [0, 3]
+    assert metas["test"]["count"] == 1
+    # a process pool gives the same result as the in-process path
+    prep.prepare(src, tmp_path / "b", split="train", workers=2, progress=False)
+    arr = load_arrays(tmp_path / "b" / "train")
+    assert arr["index"].tolist() == list(range(6))
+
+
+def test_workers_pool_order_and_bad_samples(tmp_path, monkeypatch):
+    src = make_layout(tmp_path / "src")
+    _nan(src)  # BadSample results must cross the process boundary
+    monkeypatch.setattr(prep, "select_indices", lambda idx, *a, **k: list(idx) * 12)  # 72 > 64 → pool
+    metas = prep.prepare(src, tmp_path / "b", split="train", workers=2, progress=False, on_bad="skip")
+    assert load_arrays(tmp_path / "b" / "train")["index"].tolist() == [0, 1, 2, 4, 5] * 12
+    assert metas["train"]["skipped"] == 12
+    with pytest.raises(BadSample, match=f"sample {BAD}: .*NaN"):
+        prep.prepare(src, tmp_path / "c", split="train", workers=2, progress=False, on_bad="fail")
+    assert leftovers(tmp_path, "c") == []
