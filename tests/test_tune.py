@@ -1,0 +1,192 @@
+"""workflows/tune.py: a real ASHA sweep of the micro profile on a private local Ray, wandb offline
+runs read back, ``--apply`` into a copy of stages.yaml, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflows.config import make_profile, write_config
+
+TUNE = Path(__file__).resolve().parent.parent / "workflows" / "tune.py"
+
+
+def _root(tmp_path: Path, **tune_overrides) -> Path:
+    """A project root holding a micro-profile stages.yaml (tune: section overridden as given, unvalidated)."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    cfg = make_profile("micro")
+    write_config(cfg, root / "stages.yaml", header="# micro profile for tests/test_tune.py\n")
+    if tune_overrides:
+        cfg["tune"].update(tune_overrides)
+        (root / "stages.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root
+
+
+def _fake_data(tmp_path: Path) -> Path:
+    """Folders that pass the driver-side data check (train/ and test/ with a meta.json)."""
+    d = tmp_path / "fake_packed"
+    for split in ("train", "test"):
+        (d / split).mkdir(parents=True)
+        (d / split / "meta.json").write_text("{}")
+    return d
+
+
+def _previous_checkpoint(root: Path, key: str = "d2_02", d2: int = 2) -> Path:
+    """The previous stage's model.pt: a freshly initialised micro model (what stage.py would publish)."""
+    from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
+
+    model = C2FPoseNet(ModelConfig.preset("micro", d2=d2))
+    return save_checkpoint(root / "outputs" / "stages" / key / "model.pt", model, stage=key)
+
+
+def _tune(run_cli, root: Path, *extra, timeout: float = 120):
+    return run_cli([sys.executable, TUNE, "--config", root / "stages.yaml", "--root", root, *extra],
+                   cwd=root, timeout=timeout, env={"RAY_ADDRESS": "local"})
+
+
+def _one_error_line(r) -> str:
+    assert r.returncode != 0, r.stdout[-2000:]
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# fast: help and bad input (all fail before Ray starts)
+def test_help_explains(run_cli):
+    r = run_cli([sys.executable, TUNE, "--help"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    for word in ("--d2", "--num-samples", "--max-concurrent", "--epochs", "--apply", "--best", "ASHA", "wandb",
+                 "best_params.json", "tune:", "loguniform", "offline-run-", "wandb sync", "dvc repro"):
+        assert word in r.stdout, word
+
+
+def test_empty_search_space(run_cli, tmp_path):
+    root = _root(tmp_path, search={})
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4))
+    assert "tune.search" in line and "non-empty" in line
+
+
+def test_stage_not_in_stages_yaml(run_cli, tmp_path):
+    root = _root(tmp_path)
+    line = _one_error_line(_tune(run_cli, root, "--d2", 128))
+    assert "no stage with d2=128" in line and "d2_04" in line
+    line = _one_error_line(_tune(run_cli, root, "--d2", 128, "--apply"))
+    assert "no stage with d2=128" in line
+
+
+def test_missing_previous_checkpoint(run_cli, tmp_path):
+    root = _root(tmp_path)
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--data", _fake_data(tmp_path)))
+    assert "previous stage checkpoint not found" in line and "d2_02/model.pt" in line
+    assert not (root / "outputs" / "tune").exists() and not (root / "outputs" / "ray").exists()
+
+
+def test_bad_budget_and_apply_without_sweep(run_cli, tmp_path):
+    root = _root(tmp_path)
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--num-samples", 0))
+    assert "--num-samples must be >= 1" in line
+    before = (root / "stages.yaml").read_text()
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--apply"))
+    assert "no sweep results" in line and "d2_04/best_params.json" in line
+    best = root / "other.json"
+    best.write_text(json.dumps({"stage": "d2_08", "best": {"params": {"ratio_3d": 2.0}}}))
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--apply", "--best", best))
+    assert "d2_08" in line and "not d2_04" in line
+    assert (root / "stages.yaml").read_text() == before
+
+
+# --------------------------------------------------------------------------------------------
+# slow: the real sweep
+@pytest.mark.slow
+def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
+    from workflows.tracking import offline_runs, read_offline_run
+
+    root = _root(tmp_path)
+    _previous_checkpoint(root)
+    epochs, samples = 2, 3
+    t0 = time.time()
+    r = _tune(run_cli, root, "--d2", 4, "--num-samples", samples, "--epochs", epochs, "--max-concurrent", 2,
+              "--data", micro_packed, timeout=480)
+    wall = time.time() - t0
+    assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    print(f"sweep of {samples} trials x {epochs} epochs: {wall:.0f} s")
+
+    # ---- best_params.json / trials.csv / trials.png
+    out = root / "outputs" / "tune" / "d2_04"
+    summary = json.loads((out / "best_params.json").read_text())
+    assert summary["stage"] == "d2_04" and summary["metric"] == "val_mpjpe" and summary["epochs"] == epochs
+    trials = summary["trials"]
+    assert summary["num_trials"] == len(trials) == samples
+    ok = [t for t in trials if t["error"] is None and math.isfinite(t["metric"])]
+    assert len(ok) >= 2, trials
+    assert all(1 <= t["epochs_run"] <= epochs for t in ok)
+    completed = [t for t in ok if t["epochs_run"] == epochs]
+    stopped = [t for t in ok if t["epochs_run"] < epochs]
+    assert summary["num_completed"] == len(completed) and summary["num_stopped_early"] == len(stopped)
+    assert summary["num_stopped_early"] >= 1 or summary["num_completed"] == samples
+    best = summary["best"]
+    assert math.isfinite(best["metric"]) and 0 < best["metric"] < 5000  # mm
+    assert best["metric"] == min(t["metric"] for t in ok)
+    search = make_profile("micro")["tune"]["search"]
+    assert set(best["params"]) == set(search)
+    for name, sp in search.items():
+        for t in ok:
+            assert sp["lo"] <= t["params"][name] <= sp["hi"], (name, t)
+    lines = (out / "trials.csv").read_text().strip().splitlines()
+    assert len(lines) == samples + 1 and lines[0].startswith("trial,")
+    assert (out / "trials.png").stat().st_size > 1000
+
+    # ---- wandb: one offline run per trial, each with its config and per-epoch val_mpjpe, one group
+    runs = {}
+    for d in offline_runs(root / "outputs" / "wandb"):
+        run = read_offline_run(d)
+        runs[run["run_id"]] = run
+    assert set(runs) == {t["trial_id"] for t in trials}, (list(runs), [t["trial_id"] for t in trials])
+    assert {run["group"] for run in runs.values()} == {summary["wandb_group"]}
+    assert {run["project"] for run in runs.values()} == {"c2f-pose"}
+    for t in ok:
+        run = runs[t["trial_id"]]
+        for name, value in t["params"].items():
+            assert run["config"][name] == pytest.approx(value, rel=1e-12), name
+        hist = [h for h in run["history"] if "val_mpjpe" in h]
+        assert [h["training_iteration"] for h in hist] == list(range(1, t["epochs_run"] + 1))
+        assert [h["epoch"] for h in hist] == list(range(1, t["epochs_run"] + 1))
+        assert all(math.isfinite(h["val_mpjpe"]) and h["val_mpjpe"] > 0 for h in hist)
+        assert hist[-1]["val_mpjpe"] == pytest.approx(t["metric"], rel=1e-9)
+        assert min(h["val_mpjpe"] for h in hist) == pytest.approx(t["best_metric"], rel=1e-9)
+
+    # ---- --apply on a copy: exactly train.d2_04's ratio_3d / heatmap2_std change
+    copy = root / "stages_copy.yaml"
+    shutil.copyfile(root / "stages.yaml", copy)
+    original_text = (root / "stages.yaml").read_text()
+    r = run_cli([sys.executable, TUNE, "--d2", 4, "--apply", "--config", copy, "--root", root], cwd=root, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "train.d2_04.ratio_3d=" in r.stdout
+    assert (root / "stages.yaml").read_text() == original_text
+    before, after = yaml.safe_load(original_text), yaml.safe_load(copy.read_text())
+    assert copy.read_text().startswith("# micro profile for tests/test_tune.py")  # comments kept
+    assert set(before) == set(after)
+    for k in before:
+        if k != "train":
+            assert after[k] == before[k], k
+    assert list(after["train"]) == list(before["train"])
+    for key in before["train"]:
+        if key != "d2_04":
+            assert after["train"][key] == before["train"][key], key
+    changed = {k for k in before["train"]["d2_04"] if after["train"]["d2_04"][k] != before["train"]["d2_04"][k]}
+    assert changed <= set(search) and set(after["train"]["d2_04"]) == set(before["train"]["d2_04"])
+    for name, value in best["params"].items():
+        assert after["train"]["d2_04"][name] == pytest.approx(value, rel=1e-5), name
+    from workflows.config import load_config
+
+    assert load_config(copy)["train"]["d2_04"]["ratio_3d"] == pytest.approx(best["params"]["ratio_3d"], rel=1e-5)

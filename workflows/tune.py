@@ -1,0 +1,525 @@
+"""Ray Tune sweep of one curriculum stage's 3D:2D loss ratio and heatmap2 init std, tracked in wandb.
+
+    python workflows/tune.py --d2 16 --num-samples 8 [--config stages.yaml] [--max-concurrent 2]
+                             [--epochs E] [--num-workers 1] [--use-gpu] [--wandb-mode offline]
+    python workflows/tune.py --d2 16 --apply [--best FILE] [--config stages.yaml]
+
+Every trial is a Ray Train run of the stage (``workflows.train_loop.train_func`` under a
+``TorchTrainer``) that starts from the previous stage's checkpoint, exactly as
+``workflows/stage.py`` does, with the sampled ``ratio_3d`` / ``heatmap2_std`` (/ ``lr``) merged
+into its config. The search space, budget and ASHA settings come from the ``tune:`` section of
+stages.yaml; flags override the budget. ASHA stops poor trials early on the validation MPJPE.
+
+Tracking: the driver-side ``WandbLoggerCallback`` records each trial's config and per-epoch
+metrics as its own wandb run, all runs of one sweep in one group (``tune-d2_16-<time>``) of the
+project from ``wandb.project``. Offline by default (runs under ``outputs/wandb/wandb/``; upload
+later with ``wandb sync outputs/wandb/wandb/offline-run-*``); ``--wandb-mode online`` with an API
+key logs live. Trials stopped early keep their history (the callback runs in the driver).
+
+Results: ``outputs/tune/<stage>/best_params.json`` (best trial's parameters and metric, and every
+trial's), ``trials.csv`` and ``trials.png``. ``--apply`` writes the best parameters into that
+stage's entry of stages.yaml (comments and the other entries untouched), so the next
+``dvc repro`` retrains that stage and the ones after it with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from workflows.common import UserError, init_ray, outputs_dir, project_root, ray_env_defaults, run_cli
+from workflows.config import SEARCH_PARAMS, load_config, stage_key
+
+EPILOG = """\
+search space and budget: the tune: section of the config, e.g.
+  tune:
+    stage: d2_16                 # stage tuned when --d2 is not given
+    metric: val_mpjpe            # per-epoch validation MPJPE (mm), minimised
+    num_samples: 8               # trials (--num-samples)
+    max_concurrent: 2            # trials at once (--max-concurrent)
+    epochs: null                 # epochs per trial = ASHA max_t (--epochs; null: the stage's epochs)
+    search: {ratio_3d: {dist: loguniform, lo: 0.1, hi: 10.0},
+             heatmap2_std: {dist: loguniform, lo: 1.0e-4, hi: 1.0e-2}}   # also lr; dist uniform|choice
+    asha: {grace_period: 1, reduction_factor: 2}
+
+needs: prepared data (<root>/outputs/data/packed or --data) and the previous stage's checkpoint
+(<root>/outputs/stages/<init>/model.pt, from `dvc repro train@<init>` or workflows/stage.py).
+
+writes: <root>/outputs/tune/d2_XX/{best_params.json, trials.csv, trials.png}; Ray runs under
+<root>/outputs/ray (or $POSE_STORAGE_PATH); wandb runs, one per trial, in one group per sweep, under
+<root>/outputs/wandb/wandb/offline-run-* (upload: wandb sync <root>/outputs/wandb/wandb/offline-run-*).
+
+examples:
+  python workflows/tune.py --d2 16 --num-samples 8
+  python workflows/tune.py --d2 16 --apply            # best parameters -> train.d2_16 of stages.yaml
+  dvc repro                                           # retrains d2_16 and the stages after it
+  ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+      python workflows/tune.py --d2 16 --root $PWD    # on a running cluster (RAY_ADDRESS is set there)
+"""
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(
+        prog="python workflows/tune.py",
+        description="Ray Tune sweep (ASHA early stopping on val_mpjpe) of one curriculum stage's 3D:2D loss\n"
+        "ratio and heatmap2 init std (and lr if listed). Each trial is a Ray Train run of the stage\n"
+        "started from the previous stage's checkpoint, tracked in wandb (offline by default).\n"
+        "--apply writes the best parameters into that stage's entry of stages.yaml.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--d2", type=int, default=None,
+                   help="depth resolution of the stage to tune, key train.d2_XX (default: tune.stage of the config)")
+    p.add_argument("--config", default="stages.yaml", help="configuration file (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: tune.num_samples)")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials run at once (default: tune.max_concurrent)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per trial, also ASHA's max_t (default: tune.epochs, else the stage's)")
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial (default: 1)")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None, help="one GPU per worker")
+    gpu.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="CPU workers")
+    p.add_argument("--wandb-mode", choices=("offline", "online", "disabled"), default=None,
+                   help="wandb tracking of the trials (default: wandb.mode of stages.yaml, offline)")
+    p.add_argument("--root", default=None, help="project root for data and outputs (default: $POSE_ROOT or cwd)")
+    p.add_argument("--data", default=None, help="prepared data folder with train/ and test/ "
+                   "(default: <root>/outputs/data/packed)")
+    p.add_argument("--apply", action="store_true",
+                   help="do not sweep: write the best parameters of a finished sweep into stages.yaml")
+    p.add_argument("--best", default=None,
+                   help="best-parameters file for --apply (default: <root>/outputs/tune/d2_XX/best_params.json)")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# search space
+def search_space(search: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Ray Tune param_space from the validated ``tune.search`` mapping."""
+    from ray import tune
+
+    if not search:
+        raise UserError("tune.search is empty: give at least one of " + ", ".join(SEARCH_PARAMS))
+    space: dict[str, Any] = {}
+    for name, sp in search.items():
+        if sp["dist"] == "loguniform":
+            space[name] = tune.loguniform(sp["lo"], sp["hi"])
+        elif sp["dist"] == "uniform":
+            space[name] = tune.uniform(sp["lo"], sp["hi"])
+        else:
+            space[name] = tune.choice(list(sp["values"]))
+    return space
+
+
+# --------------------------------------------------------------------------------------------
+# sweep
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from workflows.train_loop import build_train_config, check_inputs
+
+    t0 = time.time()
+    ray_env_defaults()
+    root = project_root(args.root)
+    cfg = load_config(args.config)
+    key = _stage(cfg, args)
+    tcfg = cfg.get("tune") or {}
+    if not tcfg:
+        raise UserError(f"{args.config}: tune: section missing (search space, num_samples, asha)")
+    space = search_space(tcfg.get("search") or {})
+    num_samples = tcfg["num_samples"] if args.num_samples is None else args.num_samples
+    max_conc = tcfg["max_concurrent"] if args.max_concurrent is None else args.max_concurrent
+    for flag, v in (("--num-samples", num_samples), ("--max-concurrent", max_conc), ("--epochs", args.epochs),
+                    ("--num-workers", args.num_workers)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} must be >= 1, got {v}")
+    st = cfg["train"][key]
+    epochs = args.epochs or tcfg.get("epochs") or st.get("epochs")
+    if not epochs:
+        raise UserError(f"{args.config}: tune.epochs: needed when train.{key} is given in iterations "
+                        "(or pass --epochs)")
+    use_gpu = cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu
+    mode = args.wandb_mode or cfg["wandb"]["mode"]
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    sweep_name = f"tune-{key}-{stamp}"
+
+    base = build_train_config(cfg, key, root, run_name=sweep_name,
+                              data_dir=Path(args.data).resolve() if args.data else None, wandb=False)
+    check_inputs(base)  # data present, previous checkpoint present and of the same model size
+    base["epochs"] = int(epochs)
+
+    storage_env = os.environ.get("POSE_STORAGE_PATH")
+    storage = storage_env or str(outputs_dir(root, "ray"))
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+        storage = str(Path(storage).resolve())
+    wandb_dir = outputs_dir(root, "wandb")
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    env = {"WANDB_MODE": mode, "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true",
+           # worker start-up (a fresh process importing torch) can pass Ray's 60 s on a loaded machine
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")}
+    os.environ.update(env)
+    init_ray(env_vars=env)
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    ledger_name = f"pg-ledger-{sweep_name}"
+    ledger = ray.remote(num_cpus=0)(_PlacementGroupLedger).options(
+        name=ledger_name, namespace=_LEDGER_NAMESPACE).remote()
+    trainable = _make_trainable(base, storage, args.num_workers, bool(use_gpu), float(cfg["ray"]["cpus_per_worker"]),
+                                ledger=ledger_name)
+    callbacks: list[Any] = [_release_callback(ledger)]
+    group = f"tune-{key}-{stamp}"
+    if mode != "disabled":
+        callbacks.append(_wandb_callback(
+            project=cfg["wandb"]["project"], group=group, entity=cfg["wandb"]["entity"], mode=mode,
+            dir=str(wandb_dir), log_config=True, job_type=f"tune-{key}",
+            excludes=["checkpoint_dir_name", "should_checkpoint"],
+        ))
+    asha = ASHAScheduler(
+        time_attr="training_iteration", max_t=int(epochs),
+        grace_period=min(int(tcfg["asha"]["grace_period"]), int(epochs)),
+        reduction_factor=float(tcfg["asha"]["reduction_factor"]),
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"CPU": 0.1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=tcfg["metric"], mode=tcfg["mode"], num_samples=num_samples,
+                                    max_concurrent_trials=max_conc, scheduler=asha),
+        run_config=tune.RunConfig(name=sweep_name, storage_path=storage, callbacks=callbacks, verbose=1),
+    )
+    print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, search "
+          f"{', '.join(space)}; wandb {mode} group {group}", flush=True)
+    grid = tuner.fit()
+    summary = _summarise(grid, key, tcfg, list(space), epochs, group, mode, sweep_name, time.time() - t0)
+    out = outputs_dir(root, "tune", key)
+    _write_results(summary, out)
+    b = summary["best"]
+    print(f"[tune {key}] best {tcfg['metric']} {b['metric']:.2f} with "
+          + ", ".join(f"{k}={v:.4g}" for k, v in b["params"].items())
+          + f" ({summary['num_completed']} completed, {summary['num_stopped_early']} stopped early); wrote {out}",
+          flush=True)
+    return summary
+
+
+def _stage(cfg: dict[str, Any], args: argparse.Namespace) -> str:
+    if args.d2 is None:
+        key = (cfg.get("tune") or {}).get("stage")
+        if not key:
+            raise UserError(f"{args.config}: tune.stage: missing (or pass --d2)")
+        return key
+    key = stage_key(args.d2) if args.d2 > 0 else None
+    if key is None or key not in cfg["train"]:
+        raise UserError(f"{args.config}: train: no stage with d2={args.d2} (stages: {', '.join(cfg['train'])})")
+    return key
+
+
+def _make_trainable(base: dict[str, Any], storage: str, num_workers: int, use_gpu: bool, cpus: float,
+                    ledger: str | None = None):
+    """A function trainable that runs one Ray Train fit of the stage per trial (stack notes: Train V2).
+
+    ``ledger``: name of the :class:`_PlacementGroupLedger` actor the trial's Train workers register
+    their placement group with (see :class:`_ReleaseTrainPlacementGroups`).
+    """
+    key = base["stage"]
+
+    def trial(sampled: dict[str, Any]) -> None:
+        from ray import tune
+        from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        ctx = tune.get_context()
+        name = f"train-{ctx.get_trial_name()}"
+        resources = {"CPU": min(cpus, 0.9) if not use_gpu else cpus}
+        if use_gpu:
+            resources["GPU"] = 1.0
+        config = {**base, **sampled, "run_name": name, "_pg_ledger": ledger, "_trial_id": ctx.get_trial_id()}
+        trainer = TorchTrainer(
+            _trial_train_func,
+            train_loop_config=config,
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+            run_config=RunConfig(name=name, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=1),
+                                 callbacks=[TuneReportCallback()]),
+        )
+        trainer.fit()
+
+    trial.__name__ = trial.__qualname__ = key  # trials are named d2_16_<id> (also the wandb run names)
+    return trial
+
+
+def _trial_train_func(config: dict[str, Any]) -> None:
+    """Ray Train worker entry of a trial: register the worker's placement group, then train the stage."""
+    import ray
+
+    from workflows.train_loop import train_func
+
+    config = dict(config)
+    ledger, trial_id = config.pop("_pg_ledger", None), config.pop("_trial_id", None)
+    pg = ray.util.get_current_placement_group()
+    if ledger and pg is not None and ray.train.get_context().get_world_rank() == 0:
+        try:
+            actor = ray.get_actor(ledger, namespace=_LEDGER_NAMESPACE)
+            ray.get(actor.add.remote(trial_id, pg.id.hex()), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping only; Ray's own cleaner may still work
+            print(f"[tune] could not register placement group: {exc}", flush=True)
+    train_func(config)
+
+
+# --------------------------------------------------------------------------------------------
+# placement groups of stopped trials
+#
+# Train V2 runs each trial's workers in a placement group created by the trial's TrainController.
+# Tune stops a trial (ASHA, or max_t reached) by terminating the trial actor, which kills the
+# controller before it removes that group; Ray's detached PlacementGroupCleaner is meant to remove
+# it, but it polls the State API, which needs the dashboard -- without it (a local ray.init with
+# include_dashboard=False) every stopped trial leaks its worker CPUs and the next trial never
+# starts ("worker group startup timed out"). The workers register their group with a ledger
+# actor; the driver removes the groups of finished trials once their actors are gone.
+_LEDGER_NAMESPACE = "c2f-pose-tune"
+_RELEASE_AFTER_S = 3.0  # after a trial completes: its actor (and so its controller) is gone by then
+_WATCH_S = 60.0  # keep removing groups registered late by a dying controller for this long
+
+
+class _PlacementGroupLedger:
+    """Ray actor (num_cpus=0): placement-group ids (hex) registered per trial id."""
+
+    def __init__(self) -> None:
+        self._pgs: dict[str, list[str]] = {}
+
+    def add(self, trial_id: str, pg_hex: str) -> None:
+        self._pgs.setdefault(str(trial_id), []).append(pg_hex)
+
+    def pop(self, trial_id: str) -> list[str]:
+        return self._pgs.pop(str(trial_id), [])
+
+    def pop_all(self) -> list[str]:
+        out = [h for v in self._pgs.values() for h in v]
+        self._pgs.clear()
+        return out
+
+
+def _remove_placement_groups(pg_hexes: list[str]) -> int:
+    """Remove the listed placement groups that still exist; returns how many were removed."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    n = 0
+    for h in pg_hexes:
+        pg = PlacementGroup(PlacementGroupID(bytes.fromhex(h)))
+        try:
+            if placement_group_table(pg).get("state", "REMOVED") == "REMOVED":
+                continue
+            remove_placement_group(pg)
+            n += 1
+        except Exception:  # noqa: BLE001 - already gone / raced with Ray's own cleaner
+            pass
+    return n
+
+
+def _release_callback(ledger_actor):
+    from ray.tune import Callback
+
+    class _ReleaseTrainPlacementGroups(Callback):
+        """Driver-side Tune callback: remove the Train placement groups of finished trials."""
+
+        def __init__(self) -> None:
+            self._done: dict[str, float] = {}  # trial id -> time it completed / errored
+            self.removed = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._done[trial.trial_id] = time.monotonic()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._done[trial.trial_id] = time.monotonic()
+
+        def on_step_begin(self, iteration, trials, **info):
+            import ray
+
+            now = time.monotonic()
+            for tid, t in list(self._done.items()):
+                if now - t < _RELEASE_AFTER_S:
+                    continue
+                self.removed += _remove_placement_groups(ray.get(ledger_actor.pop.remote(tid)))
+                if now - t > _WATCH_S:
+                    del self._done[tid]
+
+        def on_experiment_end(self, trials, **info):
+            import ray
+
+            self.removed += _remove_placement_groups(ray.get(ledger_actor.pop_all.remote()))
+
+    return _ReleaseTrainPlacementGroups()
+
+
+def _wandb_callback(**kwargs):
+    """Ray's driver-side ``WandbLoggerCallback`` whose per-trial logging actor waits for wandb to write.
+
+    Ray ends a trial's logging actor with ``ray.kill`` as soon as ``run.finish()`` returns, which
+    also kills the actor's ``wandb-core`` child process; with wandb 0.31 offline, ``finish()``
+    can return before that process has written the run's history, so a trial's log ended up with
+    its config but no metrics. ``wandb.teardown()`` blocks until wandb-core has flushed and exited.
+    """
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class _FlushingWandbLoggingActor(_WandbLoggingActor):
+        def run(self):
+            super().run()  # logs the queued results, ends with wandb.finish()
+            self._wandb.teardown()
+
+    class _FlushingWandbLoggerCallback(WandbLoggerCallback):
+        _logger_actor_cls = _FlushingWandbLoggingActor
+
+    return _FlushingWandbLoggerCallback(**kwargs)
+
+
+def _summarise(grid, key, tcfg, params, epochs, group, mode, sweep_name, wall) -> dict[str, Any]:
+    metric = tcfg["metric"]
+    trials = []
+    for r in grid:
+        m = dict(r.metrics or {})
+        hist = r.metrics_dataframe
+        values = [] if hist is None or metric not in hist else [float(v) for v in hist[metric].tolist()]
+        cfg = r.config or {}
+        trials.append({
+            "trial": r.path.rstrip("/").split("/")[-1] if r.path else None,
+            "trial_id": m.get("trial_id"),  # also the wandb run id
+            "params": {k: float(cfg[k]) for k in params if k in cfg},
+            "metric": float(m.get(metric, math.nan)),
+            "best_metric": float(min(values) if tcfg["mode"] == "min" else max(values)) if values else math.nan,
+            "epochs_run": int(m.get("training_iteration", len(values)) or 0),
+            "error": str(r.error).splitlines()[0] if r.error else None,
+            "checkpoint_path": m.get("checkpoint_path"),
+        })
+    ok = [t for t in trials if not t["error"] and math.isfinite(t["metric"])]
+    if not ok:
+        errs = "; ".join(t["error"] or "no metric" for t in trials)[:500]
+        raise UserError(f"tune {key}: no trial finished ({errs})")
+    sign = 1.0 if tcfg["mode"] == "min" else -1.0
+    best = min(ok, key=lambda t: sign * t["metric"])
+    return {
+        "stage": key, "metric": metric, "mode": tcfg["mode"], "epochs": int(epochs), "sweep": sweep_name,
+        "wandb_group": group, "wandb_mode": mode, "wall_s": round(wall, 1),
+        "num_trials": len(trials), "num_completed": sum(t["epochs_run"] >= epochs for t in ok),
+        "num_stopped_early": sum(t["epochs_run"] < epochs for t in ok),
+        "best": best, "trials": trials,
+    }
+
+
+def _write_results(summary: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".best_params.json.tmp-{uuid.uuid4().hex[:6]}"
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "best_params.json")
+    params = sorted({k for t in summary["trials"] for k in t["params"]})
+    with open(out / "trials.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", *params, summary["metric"], "best_" + summary["metric"], "epochs_run", "error"])
+        for t in summary["trials"]:
+            w.writerow([t["trial"], *(t["params"].get(k) for k in params), t["metric"], t["best_metric"],
+                        t["epochs_run"], t["error"] or ""])
+    _plot(summary, params, out / "trials.png")
+
+
+def _plot(summary: dict[str, Any], params: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [t for t in summary["trials"] if math.isfinite(t["metric"])]
+    fig, axes = plt.subplots(1, max(1, len(params)), figsize=(4.2 * max(1, len(params)), 3.6), squeeze=False)
+    for ax, p in zip(axes[0], params, strict=False):
+        x = [t["params"].get(p, math.nan) for t in ok]
+        y = [t["metric"] for t in ok]
+        c = ["tab:green" if t["epochs_run"] >= summary["epochs"] else "tab:orange" for t in ok]
+        ax.scatter(x, y, c=c)
+        bx = summary["best"]["params"].get(p)
+        if bx is not None:
+            ax.scatter([bx], [summary["best"]["metric"]], marker="*", s=220, c="tab:red", label="best")
+        ax.set_xscale("log")
+        ax.set_xlabel(p)
+        ax.set_ylabel(f"{summary['metric']} (mm)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_title(f"{summary['stage']}: green = completed, orange = stopped by ASHA", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# --apply
+def apply_best(args: argparse.Namespace) -> dict[str, float]:
+    """Write the best parameters into ``train.<stage>`` of the config file; returns what changed."""
+    from ruamel.yaml import YAML
+
+    root = project_root(args.root)
+    cfg = load_config(args.config)
+    key = _stage(cfg, args)
+    best_path = Path(args.best) if args.best else outputs_dir(root, "tune", key, "best_params.json")
+    if not best_path.is_file():
+        raise UserError(f"no sweep results at {best_path} (run `python workflows/tune.py --d2 {args.d2}` first)")
+    try:
+        summary = json.loads(best_path.read_text())
+        params = summary["best"]["params"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{best_path}: not a best-parameters file ({exc})") from None
+    if summary.get("stage") not in (None, key):
+        raise UserError(f"{best_path} holds a sweep of {summary['stage']}, not {key}")
+    bad = [k for k in params if k not in SEARCH_PARAMS]
+    if bad:
+        raise UserError(f"{best_path}: unknown parameter {bad[0]!r} (allowed: {', '.join(SEARCH_PARAMS)})")
+
+    yaml = YAML()  # round-trip: keeps comments, order and every other entry as written
+    yaml.preserve_quotes = True
+    path = Path(args.config)
+    doc = yaml.load(path.read_text())
+    entry = doc["train"][key]
+    for k, v in params.items():
+        entry[k] = float(f"{float(v):.6g}")
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
+    with open(tmp, "w") as f:
+        yaml.dump(doc, f)
+    try:
+        load_config(tmp)  # never leave an invalid stages.yaml behind
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    changed = {k: float(entry[k]) for k in params}
+    print(f"[tune {key}] wrote " + ", ".join(f"train.{key}.{k}={v:.6g}" for k, v in changed.items())
+          + f" into {path}; `dvc repro` retrains {key} and the stages after it", flush=True)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.apply:
+        apply_best(args)
+        return 0
+    try:
+        run_sweep(args)
+    finally:
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(run_cli(main))
