@@ -57,8 +57,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=0, help="keep at most N samples per split (0 = all)")
     parser.add_argument("--index-list", default=None,
                         help="text file of global sample indices to keep (e.g. the seed's train_index.txt)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="processes reading and checking samples (1 = in-process)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes reading and checking samples (default 1 = in-process; more forks "
+                        "worker processes, worth it for real Human3.6M on many cores)")
     parser.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20,
                         help="size of one image shard file, MiB")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -101,6 +102,13 @@ def check_sample(reader, index: int) -> tuple[RawSample, bytes]:
     return sample, data
 
 
+def _init_worker() -> None:
+    # OpenCV's thread pool does not survive fork(): a forked child that decodes with it can hang.
+    import cv2
+
+    cv2.setNumThreads(0)
+
+
 def _work(index: int):
     try:
         return check_sample(_READER, index)
@@ -132,7 +140,7 @@ def pack_split(reader, indices: list[int], out_dir: Path, *, on_bad: str = "fail
     try:
         if workers > 1 and len(indices) > 64:
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            pool = ctx.Pool(workers)
+            pool = ctx.Pool(workers, initializer=_init_worker)
             results = pool.imap(_work, indices, chunksize=32)
         else:
             results = map(_work, indices)
