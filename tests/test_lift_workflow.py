@@ -1,0 +1,148 @@
+"""Tests of workflows/lift.py: params, the training function on a tiny packed split, the Ray run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pose import lift_data as LD
+from pose import lifting as L
+from workflows import lift as W
+from workflows.common import UserError
+
+FIXTURE = LD.VALID_FIXTURE
+pytestmark = pytest.mark.skipif(not FIXTURE.is_file(), reason="real H36M fixture not available")
+
+TINY = {"width": 32, "blocks": 1, "eval_every": 0}
+
+
+def write_packed_split(out: Path, rows: slice) -> Path:
+    """A packed split (``pose prepare`` format, arrays + meta.json only) from the H36M fixture."""
+    from pose.data.packed import PACK_VERSION
+
+    d = np.load(FIXTURE)
+    S, K = d["S"][rows].astype(np.float32), d["K"][rows].astype(np.float32)
+    n = len(S)
+    uv = np.einsum("nij,nkj->nki", K, S)
+    j2 = uv[..., :2] / uv[..., 2:]
+    A = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (n, 1, 1))
+    out.mkdir(parents=True)
+    arrays = {
+        "joints_2d": j2.astype(np.float32), "joints_3d": S, "K": K, "R": np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)),
+        "T": np.zeros((n, 3), np.float32), "dist": np.zeros((n, 5), np.float32), "bbox": np.zeros((n, 4), np.float32),
+        "img_to_raw": A, "visible": np.ones((n, 17), bool), "has_depth": np.ones(n, bool),
+        "subject": np.full(n, 9, np.int32), "action": np.where(np.arange(n) % 2 == 0, 7, 2).astype(np.int32),
+        "subaction": np.ones(n, np.int32), "camera": np.ones(n, np.int32), "frame": np.arange(n, dtype=np.int32) * 5,
+        "index": np.arange(n, dtype=np.int32),
+    }
+    for k, v in arrays.items():
+        np.save(out / f"{k}.npy", v)
+    from pose.skeleton import ACTIONS_H36M
+
+    (out / "meta.json").write_text(json.dumps({"version": PACK_VERSION, "count": n,
+                                               "action_names": list(ACTIONS_H36M)}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lift") / "packed"
+    write_packed_split(root / "train", slice(0, 197))
+    write_packed_split(root / "test", slice(197, 394))
+    return root
+
+
+def test_resolve_params_defaults_and_errors():
+    p = W.resolve_params("unsupervised", {"iterations": 10}, global_seed=3)
+    assert p["iterations"] == 10 and p["seed"] == 3 and p["lr"] == 1e-3 and p["lr_disc"] == 1e-4
+    assert p["w_2d"] == 10.0 and p["w_3d"] == 0.001 and p["w_t"] == 1.0 and p["cap"] == 0.9
+    assert W.resolve_params("supervised", None)["output"] == "xyz"
+    with pytest.raises(UserError, match="lift.unsupervised: params: unknown keys \\['iterationz'\\]"):
+        W.resolve_params("unsupervised", {"iterationz": 3})
+    q = W.resolve_params("supervised", {"epochs": 2, "hidden": 64})  # stages.yaml aliases
+    assert q["epochs"] == 2 and q["width"] == 64
+    with pytest.raises(UserError, match="epochs"):
+        W.resolve_params("supervised", {"epochs": -1})
+    with pytest.raises(UserError, match="camera"):
+        W.resolve_params("supervised", {"camera": "fisheye"})
+
+
+def test_from_packed_reads_split(packed):
+    ps = LD.from_packed(packed / "test")
+    assert ps.joints_2d.shape == (197, 17, 2) and ps.joints_3d.shape == (197, 17, 3)
+    assert set(np.unique(ps.action)) == {0, 5} and ps.action_names[5] == "Posing"  # action_idx 2..16 → 0..14
+    x, y, _ = LD.to_unit_space(ps)
+    assert np.abs(x - y[..., :2]).mean() < 0.05
+
+
+@pytest.mark.parametrize("mode", ["supervised", "unsupervised"])
+def test_run_training_metrics(packed, mode):
+    params = W.resolve_params(mode, {**TINY, "epochs": 0.4, "batch_size": 16})  # ceil(0.4·197/16) = 5 iterations
+    lifter, metrics, hist = W.run_training({"mode": mode, "params": params, "train_dir": str(packed / "train"),
+                                           "test_dir": str(packed / "test")})
+    for k in ("mpjpe_scaled", "pa_mpjpe", "sign_agnostic_pa_mpjpe", "flat_pa_mpjpe", "ratio_to_flat"):
+        assert np.isfinite(metrics[k]), k
+    assert metrics["sign_agnostic_pa_mpjpe"] <= metrics["pa_mpjpe"] + 1e-9
+    assert 50 < metrics["flat_pa_mpjpe"] < 200 and metrics["test_count"] == 197
+    tbl = metrics["per_action"]["pa_mpjpe"]
+    assert "Posing" in json.dumps(tbl)
+    assert hist[-1]["iteration"] == 5
+    if mode == "supervised":
+        assert 300 < float(lifter.unit_mm) < 700
+
+
+def test_run_training_rejects_bad_extra_2d(packed, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, joints_2d=np.zeros((3, 16, 2)))
+    params = W.resolve_params("unsupervised", {**TINY, "iterations": 1, "extra_2d": [str(bad)]})
+    with pytest.raises(ValueError, match="bad.npz: expected 17 joints"):
+        W.run_training({"mode": "unsupervised", "params": params, "train_dir": str(packed / "train"),
+                        "test_dir": str(packed / "test")})
+
+
+@pytest.mark.slow
+def test_lift_workflow_under_ray(packed, tmp_path, monkeypatch):
+    """End to end: stages.yaml → Ray Train (private local instance) → outputs/lift/<mode>/."""
+    from workflows.config import make_profile, write_config
+
+    cfg = make_profile("micro")
+    cfg["lift"] = {"unsupervised": {**TINY, "iterations": 4, "batch_size": 16},
+                   "supervised": {**TINY, "iterations": 4, "batch_size": 16}}
+    cfg["ray"]["cpus_per_worker"] = 1.0
+    conf = write_config(cfg, tmp_path / "stages.yaml")
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    extra = tmp_path / "extra2d.npz"
+    np.savez(extra, joints_2d=LD.load_valid_fixture().joints_2d[:50])
+    rc = W.main(["--mode", "unsupervised", "--config", str(conf), "--root", str(tmp_path), "--data", str(packed),
+                 "--extra-2d", str(extra)])
+    assert rc == 0
+    out = tmp_path / "outputs" / "lift" / "unsupervised"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["mode"] == "unsupervised" and m["train_count"] == 197 + 50 and m["run_name"].startswith("lift-unsupervised-")
+    assert (out / "curve.csv").read_text().startswith("iteration")
+    ck = torch.load(out / "model.pt", weights_only=True)
+    assert ck["mode"] == "unsupervised"
+    lifter = L.load_lifter(out / "model.pt")
+    assert L.lift_2d(lifter, LD.load_valid_fixture().joints_2d[:3]).shape == (3, 17, 3)
+    assert not list((tmp_path / "outputs" / "ray").glob("lift-*"))  # run folder cleaned (keep_runs false)
+    import ray
+
+    assert not ray.is_initialized()
+    assert os.environ["RAY_ADDRESS"] == "local"
+
+
+def test_missing_data_is_one_line_error(tmp_path, capsys):
+    from workflows.common import run_cli
+    from workflows.config import make_profile, write_config
+
+    conf = write_config(make_profile("micro"), tmp_path / "stages.yaml")
+    rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "no packed split" in err[0]
