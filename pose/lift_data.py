@@ -138,8 +138,7 @@ def from_packed(split_dir: str | os.PathLike, normalized_camera: bool = True) ->
     keys = np.stack([np.asarray(d[k], np.int64) for k in ("subject", "action", "subaction", "camera")], -1)
     _, seq = np.unique(keys, axis=0, return_inverse=True)
     action = np.asarray(d["action"], np.int64)
-    if action.size and action.min() >= 2 and action.max() - 2 < len(names):
-        action = action - 2  # readers store H36M-style action_idx 2..; names[action_idx − 2] is the name
+    # the readers store ``action`` as an index into ``action_names`` (0-based; JSON action_idx − 2)
     action = np.where((action >= 0) & (action < len(names)), action, -1) if len(names) else action
     j3 = np.asarray(d["joints_3d"], np.float32)
     has = np.asarray(d.get("has_depth", np.ones(len(j3), bool)), bool)
