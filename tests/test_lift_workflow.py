@@ -36,7 +36,7 @@ def write_packed_split(out: Path, rows: slice) -> Path:
         "joints_2d": j2.astype(np.float32), "joints_3d": S, "K": K, "R": np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)),
         "T": np.zeros((n, 3), np.float32), "dist": np.zeros((n, 5), np.float32), "bbox": np.zeros((n, 4), np.float32),
         "img_to_raw": A, "visible": np.ones((n, 17), bool), "has_depth": np.ones(n, bool),
-        "subject": np.full(n, 9, np.int32), "action": np.where(np.arange(n) % 2 == 0, 7, 2).astype(np.int32),
+        "subject": np.full(n, 9, np.int32), "action": np.where(np.arange(n) % 2 == 0, 5, 0).astype(np.int32),
         "subaction": np.ones(n, np.int32), "camera": np.ones(n, np.int32), "frame": np.arange(n, dtype=np.int32) * 5,
         "index": np.arange(n, dtype=np.int32),
     }
@@ -75,7 +75,7 @@ def test_resolve_params_defaults_and_errors():
 def test_from_packed_reads_split(packed):
     ps = LD.from_packed(packed / "test")
     assert ps.joints_2d.shape == (197, 17, 2) and ps.joints_3d.shape == (197, 17, 3)
-    assert set(np.unique(ps.action)) == {0, 5} and ps.action_names[5] == "Posing"  # action_idx 2..16 → 0..14
+    assert set(np.unique(ps.action)) == {0, 5} and ps.action_names[5] == "Posing"  # indices into action_names, as the readers store them
     x, y, _ = LD.to_unit_space(ps)
     assert np.abs(x - y[..., :2]).mean() < 0.05
 
