@@ -1,0 +1,97 @@
+"""dvc.yaml: structure checks, and an end-to-end `dvc repro` of the micro profile in a scratch repo."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflows.config import load_config, make_profile, write_config
+
+
+def _dvc(run_cli, repo: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    dvc = Path(sys.executable).parent / "dvc"
+    return run_cli([dvc, *args], cwd=repo, timeout=timeout)
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_dvc_yaml_matches_stages_yaml(repo_root):
+    dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
+    cfg = load_config(repo_root / "stages.yaml")
+    items = dvc["stages"]["train"]["foreach"]
+    assert list(items) == list(cfg["train"])
+    for key, item in items.items():
+        st = cfg["train"][key]
+        assert item["d2"] == st["d2"]
+        want = "outputs/data/packed" if st["init"] is None else f"outputs/stages/{st['init']}/model.pt"
+        assert item["init"] == want, key
+    do = dvc["stages"]["train"]["do"]
+    assert do["cmd"] == "python workflows/stage.py --d2 ${item.d2}"  # fixed: launcher chosen by env vars
+    assert "${item.init}" in do["deps"]
+    params = do["params"][0]["stages.yaml"]
+    assert "train.${key}" in params and "train" not in params and "ray" not in params
+    ev = dvc["stages"]["evaluate"]
+    for key in cfg["train"]:
+        assert f"outputs/stages/{key}/model.pt" in ev["deps"]
+    assert dvc["stages"]["lift_supervised"]["cmd"] == "python workflows/lift.py --mode supervised"
+    assert dvc["stages"]["lift_unsupervised"]["cmd"] == "python workflows/lift.py --mode unsupervised"
+
+
+def test_dvc_dag_lists_the_chain(run_cli, repo_root):
+    r = _dvc(run_cli, repo_root, "stage", "list", timeout=120)
+    assert r.returncode == 0, r.stderr
+    names = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()]
+    assert names[:2] == ["synth", "prepare"]
+    assert [n for n in names if n.startswith("train@")] == [f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)]
+    assert {"evaluate", "lift_supervised", "lift_unsupervised"} <= set(names)
+
+
+@pytest.mark.slow
+def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_repo):
+    repo = scratch_repo()
+    write_config(make_profile("micro"), repo / "stages.yaml")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qam", "micro profile"],
+                   cwd=repo, check=True)
+
+    r = _dvc(run_cli, repo, "repro")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-4000:]
+    ran = _ran(r.stdout)
+    expected_all = {"synth", "prepare", "evaluate", "lift_supervised", "lift_unsupervised"} | {
+        f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)}
+    assert ran == expected_all
+    for key in ("d2_02", "d2_64"):
+        for name in ("model.pt", "metrics.json", "curve.csv"):
+            assert (repo / "outputs" / "stages" / key / name).is_file()
+    ev = json.loads((repo / "outputs" / "eval" / "metrics.json").read_text())
+    assert set(ev["stages"]) == {f"d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)}
+    assert ev["baseline_mean_pose"]["mpjpe"]["full"] > 0
+    for png in ("mpjpe_per_stage.png", "training_curves.png"):
+        assert (repo / "outputs" / "eval" / png).stat().st_size > 1000
+    assert "| d2_64 | 64 |" in (repo / "outputs" / "eval" / "report.md").read_text()
+
+    r = _dvc(run_cli, repo, "metrics", "show", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    shown = json.dumps(json.loads(r.stdout))
+    assert "outputs/eval/metrics.json" in shown and "outputs/stages/d2_16/metrics.json" in shown
+    r = _dvc(run_cli, repo, "plots", "show", "-o", str(repo / "dvc_plots"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (repo / "dvc_plots" / "index.html").is_file()
+
+    r = _dvc(run_cli, repo, "status", timeout=300)
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stdout
+
+    # Change one stage's parameter: only that stage and what depends on it run again.
+    subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo, check=True)
+    r = _dvc(run_cli, repo, "exp", "run", "--set-param", "stages.yaml:train.d2_32.lr=0.001")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-4000:]
+    assert _ran(r.stdout) == {"train@d2_32", "train@d2_64", "evaluate"}, r.stdout[-4000:]
+    assert load_config(repo / "stages.yaml")["train"]["d2_32"]["lr"] == pytest.approx(1e-3)

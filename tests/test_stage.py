@@ -1,0 +1,142 @@
+"""workflows/stage.py: bad input handling, checkpoint hand-over between stages (Ray Train)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from workflows.config import make_profile, write_config
+
+STAGE = Path(__file__).resolve().parent.parent / "workflows" / "stage.py"
+
+
+def _root(tmp_path: Path, packed: Path | None, **stage_overrides) -> Path:
+    """A project root with a micro stages.yaml and (optionally) the packed data linked in."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    cfg = make_profile("micro")
+    for key, over in stage_overrides.items():
+        cfg["train"][key].update(over)
+    write_config(cfg, root / "stages.yaml")
+    if packed is not None:
+        (root / "outputs" / "data").mkdir(parents=True)
+        (root / "outputs" / "data" / "packed").symlink_to(packed, target_is_directory=True)
+    return root
+
+
+def _stage(run_cli, root: Path, d2: int, *extra):
+    return run_cli([sys.executable, STAGE, "--d2", d2, "--config", root / "stages.yaml", "--root", root, *extra],
+                   cwd=root)
+
+
+def _one_error_line(r) -> str:
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_broken_stages_yaml(run_cli, tmp_path):
+    root = _root(tmp_path, None)
+    text = (root / "stages.yaml").read_text().replace("lr: 0.002", "lr: -0.002", 1)
+    (root / "stages.yaml").write_text(text)
+    line = _one_error_line(_stage(run_cli, root, 2))
+    assert "train.d2_02.lr: must be > 0" in line
+    assert not (root / "outputs" / "stages").exists()
+    (root / "stages.yaml").write_text("train: {d2_02: [\n")
+    assert "not valid YAML" in _one_error_line(_stage(run_cli, root, 2))
+
+
+def test_unknown_stage(run_cli, tmp_path):
+    root = _root(tmp_path, None)
+    line = _one_error_line(_stage(run_cli, root, 128))
+    assert "no stage with d2=128" in line
+
+
+def test_missing_data(run_cli, tmp_path):
+    root = _root(tmp_path, None)
+    line = _one_error_line(_stage(run_cli, root, 2))
+    assert "prepared data not found" in line and str(root) in line
+    assert not (root / "outputs" / "stages").exists()
+    line = _one_error_line(_stage(run_cli, root, 2, "--data", tmp_path / "does-not-exist"))
+    assert "does-not-exist" in line
+
+
+def test_missing_previous_checkpoint(run_cli, tmp_path, micro_packed):
+    root = _root(tmp_path, micro_packed)
+    line = _one_error_line(_stage(run_cli, root, 16))
+    assert "previous stage checkpoint not found" in line and "d2_08/model.pt" in line
+    assert not (root / "outputs" / "stages" / "d2_16").exists()
+
+
+def test_make_model_starts_from_previous_weights(tmp_path):
+    """Unit level: the hand-over copies every layer but heatmap2, which gets N(0, std)."""
+    from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
+    from workflows.train_loop import make_model
+
+    prev = C2FPoseNet(ModelConfig.preset("micro", d2=4))
+    with torch.no_grad():
+        for p in prev.parameters():
+            p.add_(torch.randn_like(p))
+    path = save_checkpoint(tmp_path / "model.pt", prev)
+    config = {"model": {"preset": "micro"}, "d2": 8, "init_checkpoint": str(path)}
+    new = make_model(config, heatmap2_std=0.05, seed=3)
+    old = dict(prev.named_parameters())
+    for name, p in new.named_parameters():
+        if name.startswith("heatmap2."):
+            continue
+        torch.testing.assert_close(p, old[name], rtol=0, atol=0)
+    assert new.heatmap2.weight.shape[0] == 17 * 8
+    assert float(new.heatmap2.weight.detach().std()) == pytest.approx(0.05, rel=0.1)
+    assert float(new.heatmap2.bias.detach().abs().max()) == 0.0
+
+
+@pytest.mark.slow
+def test_checkpoint_handover_between_stages(run_cli, tmp_path, micro_packed):
+    """Two real stages under Ray Train: d2_04 starts from d2_02's final weights.
+
+    d2_04 trains with a negligible learning rate, so its final weights must equal d2_02's final
+    weights everywhere except the re-initialised heatmap2 (BN running statistics are buffers and
+    do move; they are not compared).
+    """
+    root = _root(tmp_path, micro_packed, d2_04={"lr": 1e-12, "heatmap2_std": 0.02})
+    r1 = _stage(run_cli, root, 2)
+    assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
+    r2 = _stage(run_cli, root, 4, "--num-workers", "1")
+    assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
+    out = root / "outputs" / "stages"
+    for key in ("d2_02", "d2_04"):
+        assert sorted(p.name for p in (out / key).iterdir()) == ["curve.csv", "metrics.json", "model.pt"]
+    a = torch.load(out / "d2_02" / "model.pt", weights_only=True)
+    b = torch.load(out / "d2_04" / "model.pt", weights_only=True)
+    assert (a["d2"], b["d2"]) == (2, 4) and b["stage"] == "d2_04"
+    assert b["init_checkpoint"].endswith("d2_02/model.pt")
+    params = [k for k in a["model"] if "running_" not in k and "num_batches" not in k]
+    compared = 0
+    for k in params:
+        if k.startswith("heatmap2."):
+            continue
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=0, atol=1e-8)
+        compared += 1
+    assert compared > 20
+    assert b["model"]["heatmap2.weight"].shape[0] == 17 * 4
+    assert float(b["model"]["heatmap2.weight"].std()) == pytest.approx(0.02, rel=0.15)
+    m = json.loads((out / "d2_04" / "metrics.json").read_text())
+    assert m["stage"] == "d2_04" and m["init"] == "d2_02" and m["val_mpjpe"] > 0
+    curve = (out / "d2_04" / "curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,iteration,loss,val_mpjpe") and len(curve) >= 2
+    # a rerun gets a fresh Ray Train run name (no silent resume) and republishes atomically
+    r3 = _stage(run_cli, root, 4)
+    assert r3.returncode == 0
+    m2 = json.loads((out / "d2_04" / "metrics.json").read_text())
+    assert m2["run_name"] != m["run_name"]
+    assert "A run snapshot was found" not in r3.stdout + r3.stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    cfg = yaml.safe_load((root / "stages.yaml").read_text())
+    assert cfg["train"]["d2_04"]["lr"] == pytest.approx(1e-12)

@@ -1,0 +1,159 @@
+"""Helpers shared by the workflow scripts: project paths, Ray start-up, error reporting, decoding.
+
+Paths: every output lives under ``<root>/outputs`` where ``root`` is ``--root``, else the
+environment variable ``POSE_ROOT``, else the current directory, always made **absolute** — under
+``ray job submit --working-dir .`` the script runs in an uploaded copy of the repository, so the
+outputs must be addressed by absolute path (pass ``--root $PWD`` or ``POSE_ROOT``).
+
+Ray: :func:`init_ray` connects to ``RAY_ADDRESS`` when it is set (a running cluster, or the cluster a
+``ray job submit`` job runs in) and otherwise starts a private local instance
+(``address="local"``; a bare ``ray.init()`` would silently attach to any cluster running on the
+machine). :func:`ray_env_defaults` sets ``RAY_AUTH_MODE`` (default ``disabled``) and
+``RAY_USAGE_STATS_ENABLED=0`` unless already set — use the same ``RAY_AUTH_MODE`` for
+``ray start``, ``ray job submit`` and the scripts (a mismatch makes actors "never run" or the job
+API answer "Missing authentication token").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "UserError",
+    "decode_poses",
+    "init_ray",
+    "outputs_dir",
+    "project_root",
+    "ray_env_defaults",
+    "run_cli",
+]
+
+#: Environment variables forwarded to Ray workers (driver env does not reach a running cluster).
+FORWARD_ENV = ("WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "WANDB_PROJECT", "POSE_ROOT", "POSE_STORAGE_PATH", "RAY_AUTH_MODE")
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, data, missing checkpoint): printed as one line."""
+
+
+def project_root(root: str | os.PathLike | None = None) -> Path:
+    """Absolute project root: ``root``, else ``$POSE_ROOT``, else the current directory."""
+    root = root or os.environ.get("POSE_ROOT") or os.getcwd()
+    return Path(root).expanduser().resolve()
+
+
+def outputs_dir(root: Path, *parts: str) -> Path:
+    """``<root>/outputs/<parts...>`` (absolute)."""
+    return Path(root, "outputs", *parts)
+
+
+def ray_env_defaults() -> None:
+    """Consistent Ray environment for scripts and tests (see module docstring)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray Train V2 is the default in 2.60; pin it so behaviour does not change under us.
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+def init_ray(num_cpus: float | None = None, env_vars: Mapping[str, str] | None = None) -> None:
+    """Start (or connect to) Ray once; see the module docstring for the address rule."""
+    import ray
+
+    ray_env_defaults()
+    if ray.is_initialized():
+        return
+    forwarded = {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}
+    forwarded.update(env_vars or {})
+    forwarded.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    forwarded.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # else every worker print shows twice
+    job_env = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_env:
+        # Inside `ray job submit`: the job's runtime env (working_dir on every worker's path, its
+        # env_vars) is merged with ours by Ray, and a key set by both is an error -> only add new keys.
+        try:
+            taken = set(json.loads(job_env).get("runtime_env", {}).get("env_vars", {}) or {})
+        except (ValueError, AttributeError):
+            taken = set()
+        forwarded = {k: v for k, v in forwarded.items() if k not in taken}
+    else:
+        # A driver started from a checkout: workers import `workflows` / `pose` from the repository.
+        repo = str(Path(__file__).resolve().parent.parent)
+        forwarded["PYTHONPATH"] = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {
+        "address": address,
+        "runtime_env": {"env_vars": forwarded} if forwarded else None,
+        "log_to_driver": True,
+        "include_dashboard": False if address == "local" else None,
+    }
+    if address == "local":
+        # Private instance sized to the machine (or what the caller asks for).
+        kwargs["num_cpus"] = int(num_cpus) if num_cpus else os.cpu_count()
+        kwargs["ignore_reinit_error"] = True
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    ray.init(**kwargs)
+
+
+def run_cli(main, argv: list[str] | None = None) -> int:
+    """Run ``main(argv)``; a UserError / ConfigError / FileNotFoundError becomes one stderr line + exit 1."""
+    from workflows.config import ConfigError
+
+    try:
+        return int(main(argv) or 0)
+    except (UserError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------------------------
+# decoding network outputs to camera-frame poses
+def decode_poses(
+    hm2d: torch.Tensor,
+    vol: torch.Tensor,
+    batch: Mapping[str, torch.Tensor],
+    depth_range,
+    method: str = "argmax",
+    root: str = "gt",
+    stride: int = 4,
+    softmax_scale: float = 30.0,
+) -> torch.Tensor:
+    """Network outputs → camera-frame joints (B, J, 3), mm.
+
+    vol: (B, J, d2, H, W) 3D head; hm2d is unused for 3D decoding (kept for a uniform signature).
+    method: "argmax" (hard, C2F) or "soft" (soft-argmax with ``softmax_scale``, the seed's ×30).
+    root: "gt" (ground-truth root depth, ``batch["root_depth"]``) or "fit" (C2F recType 3:
+    bone-length fit to the training mean limb lengths). Uses ``batch["crop_to_raw"]`` (B, 2, 3)
+    and ``batch["K"]`` (B, 3, 3) to go from crop pixels to raw-camera pixels.
+    """
+    from pose.camera import apply_affine
+    from pose.decode import argmax, decode_to_crop, fit_root_depth, soft_argmax, to_camera
+
+    vol = vol.detach().float()
+    d2 = vol.shape[2]
+    if method == "argmax":
+        xyz = argmax(vol).float()
+    elif method == "soft":
+        xyz = soft_argmax(vol, scale=softmax_scale, validate=False)
+    else:
+        raise ValueError(f"method must be 'argmax' or 'soft', got {method!r}")
+    uv_crop, z_rel = decode_to_crop(xyz, d2, stride, depth_range)
+    crop_to_raw = batch["crop_to_raw"].to(uv_crop.device, uv_crop.dtype)
+    K = batch["K"].to(uv_crop.device, uv_crop.dtype)
+    uv_raw = apply_affine(uv_crop, crop_to_raw)
+    if root == "gt":
+        root_depth = batch["root_depth"].to(uv_crop.device, uv_crop.dtype)
+    elif root == "fit":
+        root_depth = fit_root_depth(uv_raw, z_rel, K).to(uv_crop.dtype)
+    else:
+        raise ValueError(f"root must be 'gt' or 'fit', got {root!r}")
+    return to_camera(uv_raw, z_rel, root_depth, K)

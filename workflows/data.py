@@ -1,0 +1,109 @@
+"""Data stages of the DVC pipeline: ``synth`` (render the embedded default dataset) and ``prepare``.
+
+    python workflows/data.py synth    [--config stages.yaml] [--root DIR]
+    python workflows/data.py prepare  [--config stages.yaml] [--root DIR]
+
+``data.source`` in stages.yaml selects the data:
+
+- ``embedded`` (default): ``synth`` runs ``pose synth --out outputs/data/raw`` (``data.synth_frames``,
+  ``data.synth_seed``) and ``prepare`` packs that folder.
+- a path (absolute, or relative to the project root) to real Human3.6M in the seed txt layout or
+  the JSON (mks0601/3DMPPE) layout: ``synth`` only records the resolved path in
+  ``outputs/data/raw/SOURCE.txt`` and ``prepare`` packs the path directly (``data.layout``,
+  ``data.on_bad``). DVC does not hash the external dataset (it is large); after changing its
+  files in place run ``dvc repro -f prepare``.
+
+``prepare`` writes ``outputs/data/packed/{train,test}`` via ``pose prepare SRC --out ... --split all``
+(atomic). Errors (missing path, unreadable data) are one ``error:`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from workflows.common import UserError, outputs_dir, project_root, run_cli
+from workflows.config import load_config
+
+
+def source_path(source: str, root: Path) -> Path | None:
+    """None for the embedded dataset, else the absolute dataset path."""
+    if source == "embedded":
+        return None
+    p = Path(source).expanduser()
+    return (p if p.is_absolute() else root / p).resolve()
+
+
+def _pose(argv: list[str]) -> None:
+    from pose.cli import main as pose_main
+
+    rc = pose_main(argv)
+    if rc:
+        raise UserError(f"`pose {' '.join(argv)}` failed with exit code {rc}")
+
+
+def synth(cfg: dict, root: Path) -> Path:
+    out = outputs_dir(root, "data", "raw")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".raw.tmp-{uuid.uuid4().hex[:8]}"
+    src = source_path(cfg["data"]["source"], root)
+    try:
+        if src is None:
+            argv = ["synth", "--out", str(tmp), "--seed", str(cfg["data"]["synth_seed"])]
+            if cfg["data"]["synth_frames"]:
+                argv += ["--frames", str(cfg["data"]["synth_frames"])]
+            _pose(argv)
+        else:
+            if not src.exists():
+                raise UserError(f"data.source: path does not exist: {src}")
+            tmp.mkdir()
+            (tmp / "SOURCE.txt").write_text(f"{src}\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def prepare(cfg: dict, root: Path) -> Path:
+    src = source_path(cfg["data"]["source"], root)
+    if src is None:
+        src = outputs_dir(root, "data", "raw")
+        if not src.is_dir():
+            raise UserError(f"embedded data not rendered: {src} missing (run `dvc repro synth`)")
+    elif not src.exists():
+        raise UserError(f"data.source: path does not exist: {src}")
+    out = outputs_dir(root, "data", "packed")
+    if out.exists():
+        shutil.rmtree(out)
+    _pose(["prepare", str(src), "--out", str(out), "--layout", cfg["data"]["layout"], "--split", "all",
+           "--on-bad", cfg["data"]["on_bad"], "--workers", "1"])
+    for split in ("train", "test"):
+        if not (out / split / "meta.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            raise UserError(f"`pose prepare` produced no {split} split from {src} (need train and test subjects)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python workflows/data.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("step", choices=("synth", "prepare"))
+    p.add_argument("--config", default="stages.yaml")
+    p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    root = project_root(args.root)
+    out = synth(cfg, root) if args.step == "synth" else prepare(cfg, root)
+    print(f"{args.step}: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,280 @@
+"""Evaluate every trained curriculum stage on the held-out test split.
+
+    python workflows/evaluate.py [--config stages.yaml] [--root DIR] [--out DIR] [--device cpu|cuda]
+
+For each stage of ``train:`` with ``outputs/stages/<key>/model.pt`` (missing stages are an error):
+
+- **full test** (all test samples, or a seeded random ``evaluate.max_samples`` of them) and the
+  seed's quick check, a **random subset** of ``evaluate.subset_size`` samples (seeded);
+- root-aligned **MPJPE** with ``argmax`` and ``soft-argmax`` decoding (ground-truth root depth), the
+  C2F **bone-length fit** variant (root depth fitted to the training mean limb lengths, argmax;
+  ``evaluate.bone_fit``), and **PA-MPJPE** (scaled Procrustes, argmax) — 17 joints, mm;
+- **per-action tables** (frame-weighted and action-wise averages) of the argmax MPJPE.
+
+Baseline: the **mean pose** — the training split's mean root-relative pose predicted for every
+test sample.
+
+Outputs (``outputs/eval/``): ``metrics.json`` (DVC metrics), ``mpjpe_per_stage.csv`` (DVC plot),
+``per_action.json``, ``report.md`` (markdown tables), ``mpjpe_per_stage.png``,
+``training_curves.png`` (from each stage's ``curve.csv``). Written atomically as a set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from workflows.common import UserError, decode_poses, outputs_dir, project_root, run_cli
+from workflows.config import load_config
+
+#: metric name -> (decoding method, root depth) of the per-sample errors collected
+VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_soft": ("soft", "gt"), "mpjpe_argmax_fit": ("argmax", "fit")}
+
+
+def mean_pose(train_dir: Path) -> np.ndarray:
+    """Mean root-relative training pose (17, 3), mm."""
+    from pose.data import load_arrays
+
+    j3 = np.asarray(load_arrays(train_dir)["joints_3d"], dtype=np.float64)
+    return (j3 - j3[:, :1]).mean(axis=0)
+
+
+@torch.no_grad()
+def predict_stage(model, loader, depth_range, device, softmax_scale: float, bone_fit: bool) -> dict[str, np.ndarray]:
+    """Camera-frame predictions (N, 17, 3) per variant, plus "gt" and "action"."""
+    out: dict[str, list[np.ndarray]] = {"gt": [], "action": []}
+    variants = {k: v for k, v in VARIANTS.items() if bone_fit or v[1] == "gt"}
+    for k in variants:
+        out[k] = []
+    for batch in loader:
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        hm2d, vol = model(batch["image"])
+        for k, (method, root) in variants.items():
+            pred = decode_poses(hm2d, vol, batch, depth_range, method=method, root=root, softmax_scale=softmax_scale)
+            out[k].append(pred.double().cpu().numpy())
+        out["gt"].append(batch["joints_3d"].double().cpu().numpy())
+        out["action"].append(batch["action"].cpu().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _summary(err: np.ndarray, subset: np.ndarray) -> dict[str, float]:
+    return {"full": float(err.mean()), "subset": float(err[subset].mean())}
+
+
+def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) -> dict[str, Any]:
+    """Run the evaluation; returns ``{"metrics", "per_action", "rows", "curves"}`` (nothing written)."""
+    from pose.data import PackedDataset, read_meta
+    from pose.metrics import action_table, mpjpe, pa_mpjpe
+    from pose.model import load_checkpoint
+    from pose.targets import DepthRange
+
+    packed = outputs_dir(root, "data", "packed")
+    test_dir, train_dir = packed / "test", packed / "train"
+    for d in (train_dir, test_dir):
+        if not (d / "meta.json").is_file():
+            raise UserError(f"prepared data not found: {d}/meta.json (run `dvc repro prepare`)")
+    ckpts = {}
+    for key in cfg["train"]:
+        p = outputs_dir(root, "stages", key, "model.pt")
+        if not p.is_file():
+            raise UserError(f"stage checkpoint not found: {p} (run `dvc repro train@{key}`)")
+        ckpts[key] = p
+    ev = cfg["evaluate"]
+    seed = cfg["seed"]
+    n_test = int(read_meta(test_dir)["count"])
+    rng = np.random.default_rng(seed + 4242)
+    rows = np.arange(n_test)
+    if ev["max_samples"] and ev["max_samples"] < n_test:
+        rows = np.sort(rng.choice(n_test, ev["max_samples"], replace=False))
+    n = len(rows)
+    subset = np.sort(np.random.default_rng(seed + 777).choice(n, min(ev["subset_size"], n), replace=False))
+    depth_range = DepthRange(*cfg["targets"]["depth_range"])
+
+    mp = mean_pose(train_dir)
+    metrics: dict[str, Any] = {"num_test": n, "num_subset": len(subset), "stages": {}}
+    per_action: dict[str, Any] = {}
+    table_rows: list[dict[str, Any]] = []
+    names: list[str] | None = None
+    gt = actions = None
+    for key, path in ckpts.items():
+        t0 = time.time()
+        model, ckpt = load_checkpoint(path, map_location=device)
+        ds = PackedDataset(test_dir, input_size=model.cfg.input_size, train=False, indices=rows)
+        names = ds.action_names
+        loader = torch.utils.data.DataLoader(ds, batch_size=ev["batch_size"], shuffle=False, num_workers=0)
+        scale = float(ckpt.get("train", {}).get("softmax_scale", cfg["train"][key]["softmax_scale"]))
+        res = predict_stage(model, loader, depth_range, device, scale, ev["bone_fit"])
+        gt, actions = res["gt"], res["action"]
+        m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"]))}
+        errs = {}
+        for k in VARIANTS:
+            if k in res:
+                errs[k] = mpjpe(res[k], gt)
+                m[k] = _summary(errs[k], subset)
+        errs["pa_mpjpe"] = pa_mpjpe(res["mpjpe_argmax"], gt)
+        m["pa_mpjpe"] = _summary(errs["pa_mpjpe"], subset)
+        tabs = {k: action_table(errs[k], actions, names) for k in ("mpjpe_argmax", "mpjpe_soft", "pa_mpjpe")}
+        m["mpjpe_argmax"]["action_wise"] = tabs["mpjpe_argmax"]["action_wise"]
+        per_action[key] = tabs
+        metrics["stages"][key] = m
+        table_rows.append({"stage": key, "d2": m["d2"], **{k: m[k]["full"] for k in m if isinstance(m[k], dict)},
+                           "subset_mpjpe_argmax": m["mpjpe_argmax"]["subset"]})
+        log(f"[evaluate] {key}: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, soft {m['mpjpe_soft']['full']:.1f}"
+            f", PA {m['pa_mpjpe']['full']:.1f} ({n} samples, {time.time() - t0:.1f} s)")
+
+    base_pred = np.broadcast_to(mp, gt.shape) + gt[:, :1]
+    base = {"mpjpe": mpjpe(base_pred, gt), "pa_mpjpe": pa_mpjpe(base_pred, gt)}
+    metrics["baseline_mean_pose"] = {k: _summary(v, subset) for k, v in base.items()}
+    per_action["baseline_mean_pose"] = {"mpjpe": action_table(base["mpjpe"], actions, names)}
+    last = list(ckpts)[-1]
+    final = metrics["stages"][last]["mpjpe_argmax"]["full"]
+    b = metrics["baseline_mean_pose"]["mpjpe"]["full"]
+    seq = [metrics["stages"][k]["mpjpe_argmax"]["full"] for k in ckpts]
+    metrics["final"] = {
+        "stage": last,
+        "mpjpe_argmax": final,
+        "pa_mpjpe": metrics["stages"][last]["pa_mpjpe"]["full"],
+        "baseline_mean_pose": b,
+        "reduction_vs_baseline": 1.0 - final / b,
+        "monotone_decrease": bool(all(x > y for x, y in zip(seq, seq[1:], strict=False))),
+    }
+    for r in table_rows:
+        r["baseline_mean_pose"] = b
+    return {"metrics": metrics, "per_action": per_action, "rows": table_rows}
+
+
+def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
+    from pose.metrics import format_action_table
+
+    m = result["metrics"]
+    lines = [
+        "# Evaluation of the d2 curriculum",
+        "",
+        f"Held-out test split: {m['num_test']} samples (random subset: {m['num_subset']}); 17 joints, root-aligned, mm.",
+        "MPJPE with ground-truth root depth unless noted; *fit* = root depth from the bone-length fit (C2F recType 3);",
+        "PA = scaled Procrustes (argmax decoding). Baseline: training mean pose.",
+        "",
+        "| stage | d2 | MPJPE argmax | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | subset MPJPE argmax | action-wise argmax |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, s in m["stages"].items():
+        fit = f"{s['mpjpe_argmax_fit']['full']:.1f}" if "mpjpe_argmax_fit" in s else "–"
+        lines.append(f"| {key} | {s['d2']} | {s['mpjpe_argmax']['full']:.1f} | {s['mpjpe_soft']['full']:.1f} | {fit} | "
+                     f"{s['pa_mpjpe']['full']:.1f} | {s['mpjpe_argmax']['subset']:.1f} | "
+                     f"{s['mpjpe_argmax']['action_wise']:.1f} |")
+    bm = m["baseline_mean_pose"]
+    lines.append(f"| mean pose | – | {bm['mpjpe']['full']:.1f} | – | – | {bm['pa_mpjpe']['full']:.1f} | "
+                 f"{bm['mpjpe']['subset']:.1f} | – |")
+    f = m["final"]
+    lines += ["", f"Final stage {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs {f['baseline_mean_pose']:.1f} mm "
+              f"for the mean-pose baseline (reduction {100 * f['reduction_vs_baseline']:.1f} %); argmax MPJPE falls at "
+              f"every stage: {'yes' if f['monotone_decrease'] else 'no'}.", ""]
+    pa = result["per_action"]
+    last = f["stage"]
+    lines += [f"## Per action, final stage {last} (MPJPE argmax / soft / PA) and mean-pose baseline", ""]
+    lines.append(format_action_table({
+        f"{last} argmax": pa[last]["mpjpe_argmax"],
+        f"{last} soft-argmax": pa[last]["mpjpe_soft"],
+        f"{last} PA": pa[last]["pa_mpjpe"],
+        "mean pose": pa["baseline_mean_pose"]["mpjpe"],
+    }))
+    lines += ["", "## Per action, argmax MPJPE of every stage", ""]
+    lines.append(format_action_table({k: pa[k]["mpjpe_argmax"] for k in m["stages"]}))
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    fields = ["stage", "d2", "mpjpe_argmax", "mpjpe_soft", "mpjpe_argmax_fit", "pa_mpjpe", "subset_mpjpe_argmax",
+              "baseline_mean_pose"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r.get(k, "")) for k in fields})
+    return buf.getvalue()
+
+
+def _plots(result: dict[str, Any], root: Path, cfg: dict[str, Any], tmp: Path) -> None:
+    from pose.viz import plot_curves
+
+    rows = result["rows"]
+    d2 = [r["d2"] for r in rows]
+    series = {
+        "argmax (GT root)": (d2, [r["mpjpe_argmax"] for r in rows]),
+        "soft-argmax (GT root)": (d2, [r["mpjpe_soft"] for r in rows]),
+        "PA-MPJPE (argmax)": (d2, [r["pa_mpjpe"] for r in rows]),
+        "mean-pose baseline": (d2, [r["baseline_mean_pose"] for r in rows]),
+    }
+    if all("mpjpe_argmax_fit" in r for r in rows):
+        series["argmax (bone-length fit)"] = (d2, [r["mpjpe_argmax_fit"] for r in rows])
+    plot_curves(series, xlabel="d2 (depth bins)", ylabel="mm", title="Test MPJPE per curriculum stage",
+                path=tmp / "mpjpe_per_stage.png")
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    offset = 0.0
+    for key in cfg["train"]:
+        p = outputs_dir(root, "stages", key, "curve.csv")
+        if not p.is_file():
+            continue
+        with open(p) as fh:
+            recs = list(csv.DictReader(fh))
+        if not recs:
+            continue
+        x = [offset + float(r["epoch"]) for r in recs]
+        curves[f"{key} val MPJPE"] = (x, [float(r["val_mpjpe"]) for r in recs])
+        offset = x[-1]
+    if curves:
+        plot_curves(curves, xlabel="epoch (cumulative over stages)", ylabel="val MPJPE argmax (mm)",
+                    title="Training curves", path=tmp / "training_curves.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python workflows/evaluate.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="stages.yaml")
+    p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
+    p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/eval)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    root = project_root(args.root)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    result = evaluate(cfg, root, device=args.device)
+    out = Path(args.out).resolve() if args.out else outputs_dir(root, "eval")
+    from workflows.stage import publish
+
+    tmp_plots = out.parent / f".{out.name}.plots-tmp"
+    tmp_plots.mkdir(parents=True, exist_ok=True)
+    try:
+        _plots(result, root, cfg, tmp_plots)
+        files: dict[str, Any] = {
+            "metrics.json": json.dumps(result["metrics"], indent=2) + "\n",
+            "per_action.json": json.dumps(result["per_action"], indent=2) + "\n",
+            "report.md": _markdown(result, cfg),
+            "mpjpe_per_stage.csv": _csv(result["rows"]),
+        }
+        for png in tmp_plots.glob("*.png"):
+            files[png.name] = png
+        publish(files, out)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp_plots, ignore_errors=True)
+    f = result["metrics"]["final"]
+    print(f"[evaluate] final {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs mean pose "
+          f"{f['baseline_mean_pose']:.1f} mm (reduction {100 * f['reduction_vs_baseline']:.1f} %); wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

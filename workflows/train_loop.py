@@ -1,0 +1,427 @@
+"""The per-worker training loop of one curriculum stage, shared by ``workflows/stage.py`` and
+``workflows/tune.py``.
+
+``train_func(config)`` runs inside every Ray Train worker (``TorchTrainer(train_func,
+train_loop_config=config, ...)``). ``config`` is the plain dict made by :func:`build_train_config`:
+
+    stage, d2               stage key ("d2_16") and its depth bins
+    stage_cfg               the stage's validated stages.yaml entry (lr, ratio_3d, heatmap2_std,
+                            epochs | iterations, batch_size (global, split over workers), optimizer,
+                            loss, integral_weight, integral_kind, softmax_scale, momentum,
+                            weight_decay, schedule, warmup_iters, grad_clip, log_every)
+    model                   the model section ({preset, ModelConfig overrides})
+    targets                 {sigma_2d, depth_range: [lb, ub]}
+    data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers}
+    init_checkpoint         absolute path of the previous stage's model.pt, or None (from scratch)
+    seed, cpus_per_worker, wandb ({enabled, project, mode, entity, dir} or None), run_name
+
+Top-level keys ``lr``, ``ratio_3d``, ``heatmap2_std``, ``epochs``, ``iterations``, ``batch_size``
+override the stage's values (this is how Ray Tune's sampled search space is merged in:
+``train_loop_config={**base, **sampled}``).
+
+Every epoch all workers call ``ray.train.report(metrics, checkpoint=...)`` with metrics
+``{"epoch", "iteration", "loss", "loss_2d", "loss_3d", ..., "val_mpjpe" (argmax, GT root depth, mm),
+"val_mpjpe_soft", "lr", "epoch_time_s"}``; rank 0 attaches a checkpoint directory holding
+``model.pt`` (``pose.model.save_checkpoint`` format, loadable with ``weights_only=True``),
+``curve.csv`` (one row per epoch so far) and ``train_state.pt`` (optimiser state, for
+resumption after a worker failure via ``ray.train.get_checkpoint()``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CURVE_FIELDS",
+    "build_train_config",
+    "check_inputs",
+    "effective_stage",
+    "make_model",
+    "train_func",
+    "val_indices",
+]
+
+CURVE_FIELDS = ("epoch", "iteration", "loss", "val_mpjpe", "val_mpjpe_soft", "lr", "epoch_time_s")
+OVERRIDABLE = ("lr", "ratio_3d", "heatmap2_std", "epochs", "iterations", "batch_size")
+
+
+# --------------------------------------------------------------------------------------------
+# driver-side helpers
+def build_train_config(
+    cfg: Mapping[str, Any],
+    key: str,
+    root: Path,
+    *,
+    run_name: str,
+    data_dir: Path | None = None,
+    wandb: bool | None = None,
+) -> dict[str, Any]:
+    """The ``train_loop_config`` dict for stage ``key`` of the validated config ``cfg``."""
+    from workflows.common import outputs_dir
+
+    st = cfg["train"][key]
+    data_dir = Path(data_dir) if data_dir else outputs_dir(root, "data", "packed")
+    init = st["init"]
+    wb = dict(cfg["wandb"])
+    if wandb is not None:
+        wb["enabled"] = bool(wandb)
+    wb["dir"] = str(outputs_dir(root, "wandb"))
+    return {
+        "stage": key,
+        "d2": st["d2"],
+        "stage_cfg": dict(st),
+        "model": dict(cfg["model"]),
+        "targets": dict(cfg["targets"]),
+        "data": {
+            "train_dir": str(data_dir / "train"),
+            "test_dir": str(data_dir / "test"),
+            "aug": cfg["data"]["aug"],
+            "train_limit": cfg["data"]["train_limit"],
+            "val_size": cfg["data"]["val_size"],
+            "loader_workers": cfg["data"]["loader_workers"],
+        },
+        "init_checkpoint": str(outputs_dir(root, "stages", init, "model.pt")) if init else None,
+        "seed": cfg["seed"],
+        "cpus_per_worker": cfg["ray"]["cpus_per_worker"],
+        "wandb": wb if wb["enabled"] else None,
+        "run_name": run_name,
+    }
+
+
+def effective_stage(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The stage settings with top-level overrides (Tune samples) applied."""
+    st = dict(config["stage_cfg"])
+    for k in OVERRIDABLE:
+        if k in config and config[k] is not None:
+            st[k] = config[k]
+            if k == "epochs":
+                st["iterations"] = None
+            if k == "iterations":
+                st["epochs"] = None
+    return st
+
+
+def model_config(config: Mapping[str, Any], heatmap2_std: float):
+    from pose.model import ModelConfig
+
+    m = dict(config["model"])
+    preset = m.pop("preset")
+    return ModelConfig.preset(preset, d2=int(config["d2"]), heatmap2_std=float(heatmap2_std), **m)
+
+
+def check_inputs(config: Mapping[str, Any]) -> None:
+    """Driver-side checks before any Ray work: data present, previous checkpoint present and fitting.
+
+    Raises ``workflows.common.UserError`` with one line.
+    """
+    from workflows.common import UserError
+
+    for split in ("train", "test"):
+        d = Path(config["data"][f"{split}_dir"])
+        if not (d / "meta.json").is_file():
+            raise UserError(
+                f"prepared data not found: {d}/meta.json (run `dvc repro prepare`, or `pose prepare SRC --out "
+                f"{d.parent}`)"
+            )
+    init = config["init_checkpoint"]
+    if init is None:
+        return
+    if not Path(init).is_file():
+        prev = Path(init).parent.name
+        raise UserError(
+            f"previous stage checkpoint not found: {init} (stage {config['stage']} starts from {prev}; "
+            f"run `dvc repro train@{prev}` or `python workflows/stage.py --d2 {int(prev[3:])}` first)"
+        )
+    try:
+        ckpt = torch.load(init, map_location="cpu", weights_only=True)
+        mc = ckpt["model_config"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem here
+        raise UserError(f"previous stage checkpoint {init} is not readable ({type(exc).__name__}: {exc})") from None
+    want = model_config(config, 0.01).to_dict()
+    diff = [k for k in want if k not in ("d2", "heatmap2_std") and mc.get(k) != want[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(
+            f"previous stage checkpoint {init} has model.{k}={mc.get(k)!r} but stages.yaml gives {want[k]!r} "
+            "(rerun the earlier stages after changing the model section)"
+        )
+
+
+def val_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """Fixed random subset (sorted) of ``min(size, n)`` test indices used for per-epoch validation."""
+    rng = np.random.default_rng(seed + 9173)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
+
+
+# --------------------------------------------------------------------------------------------
+# worker side
+def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
+    """Build the stage's model; from the previous checkpoint with ``expand_from`` when there is one."""
+    from pose.model import C2FPoseNet, expand_from
+
+    torch.manual_seed(seed)
+    model = C2FPoseNet(model_config(config, heatmap2_std))
+    gen = torch.Generator().manual_seed(seed + 1)
+    if config["init_checkpoint"]:
+        prev = torch.load(config["init_checkpoint"], map_location="cpu", weights_only=True)
+        expand_from(model, prev["model"], heatmap2_std, generator=gen)
+    return model
+
+
+def _lr_factor(it: int, total: int, schedule: str, warmup: int) -> float:
+    if warmup and it < warmup:
+        return (it + 1) / warmup
+    if schedule == "cosine":
+        p = min(1.0, (it - warmup) / max(1, total - warmup))
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p))
+    if schedule == "step":
+        return 0.1 if it >= int(0.8 * total) else 1.0
+    return 1.0
+
+
+def _optimizer(params, st: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd, mom = st["optimizer"], st["lr"], st["weight_decay"], st["momentum"]
+    if name == "rmsprop":  # Torch7 / Caffe defaults: alpha 0.99, eps 1e-8
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=wd, momentum=mom)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+
+
+def _loss_config(config: Mapping[str, Any], st: Mapping[str, Any]):
+    from pose.losses import LossConfig
+    from pose.targets import DepthRange
+
+    lb, ub = config["targets"]["depth_range"]
+    return LossConfig(
+        variant=st["loss"],
+        ratio_3d=float(st["ratio_3d"]),
+        integral_weight=float(st["integral_weight"]),
+        integral_kind=st["integral_kind"],
+        softmax_scale=float(st["softmax_scale"]),
+        sigma_2d=float(config["targets"]["sigma_2d"]),
+        depth_range=DepthRange(lb, ub),
+        stride=4,
+    )
+
+
+def _datasets(config: Mapping[str, Any], input_size: int, seed: int, rank: int, world: int):
+    from pose.data import AugConfig, PackedDataset
+
+    d = config["data"]
+    aug = AugConfig(**d["aug"]) if isinstance(d["aug"], Mapping) else AugConfig()
+    use_aug = bool(d["aug"])
+    train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug)
+    if d["train_limit"] and d["train_limit"] < len(train):
+        idx = np.sort(np.random.default_rng(seed + 17).choice(len(train), d["train_limit"], replace=False))
+        train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, indices=idx)
+    test_n = len(PackedDataset(d["test_dir"], input_size=input_size, train=False))
+    vidx = val_indices(test_n, d["val_size"], seed)[rank::world]
+    val = PackedDataset(d["test_dir"], input_size=input_size, train=False, indices=vidx)
+    return train, val
+
+
+def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float = 30.0) -> tuple[float, float, int]:
+    """Sum of per-sample root-aligned MPJPE (argmax, soft-argmax; GT root depth) and the count."""
+    from pose.metrics import mpjpe
+    from workflows.common import decode_poses
+
+    was_training = model.training
+    model.eval()
+    s_arg = s_soft = 0.0
+    n = 0
+    for batch in loader:
+        batch = _to(batch, device)
+        hm2d, vol = model(batch["image"])
+        gt = batch["joints_3d"].double().cpu()
+        for method in ("argmax", "soft"):
+            pred = decode_poses(hm2d, vol, batch, depth_range, method=method, softmax_scale=softmax_scale)
+            err = float(mpjpe(pred.double().cpu(), gt).sum())
+            if method == "argmax":
+                s_arg += err
+            else:
+                s_soft += err
+        n += gt.shape[0]
+    model.train(was_training)
+    return s_arg, s_soft, n
+
+
+def _allreduce(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(CURVE_FIELDS), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k)) for k in CURVE_FIELDS})
+
+
+def _wandb_run(config: Mapping[str, Any], rank: int):
+    wb = config.get("wandb")
+    if not wb or rank != 0:  # setup_wandb(rank_zero_only) is unreliable under Train V2
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print("[wandb] not installed; logging disabled", flush=True)
+        return None
+    os.makedirs(wb["dir"], exist_ok=True)
+    return wandb.init(
+        project=wb["project"], entity=wb.get("entity"), mode=wb["mode"], dir=wb["dir"],
+        name=config["run_name"], group=config["stage"], config={k: v for k, v in config.items() if k != "wandb"},
+        reinit="finish_previous",
+    )
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """Train one stage inside a Ray Train worker (see the module docstring for ``config``)."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from pose.model import save_checkpoint
+    from pose.targets import DepthRange
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(round(float(config.get("cpus_per_worker", 1))))))
+    st = effective_stage(config)
+    seed = int(config["seed"]) * 1000 + int(config["d2"])
+    tag = f"[{config['stage']}]"
+    device = ray.train.torch.get_device()
+
+    model = make_model(config, st["heatmap2_std"], seed)
+    input_size = model.cfg.input_size
+    train_ds, val_ds = _datasets(config, input_size, seed, rank, world)
+    per_worker = max(1, st["batch_size"] // world)
+    gen = torch.Generator().manual_seed(seed + rank)
+    loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=per_worker, shuffle=True, drop_last=len(train_ds) > per_worker,
+        num_workers=config["data"]["loader_workers"], generator=gen,
+    )
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(per_worker, 16), shuffle=False, num_workers=0)
+    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    opt = _optimizer(model.parameters(), st)
+    loss_cfg = _loss_config(config, st)
+    depth_range = DepthRange(*config["targets"]["depth_range"])
+    from pose.losses import c2f_loss
+
+    steps = max(1, len(loader))
+    total = st["iterations"] or st["epochs"] * steps
+    epochs = math.ceil(total / steps)
+    start_epoch, it, curve = 0, 0, []
+
+    resume = ray.train.get_checkpoint()
+    if resume is not None:  # restart after a worker failure within the same run
+        with resume.as_directory() as d:
+            state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=True)
+            ck = torch.load(Path(d, "model.pt"), map_location="cpu", weights_only=True)
+        core.load_state_dict(ck["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, it, curve = state["epoch"], state["iteration"], state["curve"]
+        if rank == 0:
+            print(f"{tag} resumed at epoch {start_epoch} (iteration {it})", flush=True)
+
+    run = _wandb_run(config, rank)
+    if rank == 0:
+        src = config["init_checkpoint"] or "scratch"
+        print(f"{tag} d2={config['d2']} from {src}; {len(train_ds)} train / {int(config['data']['val_size'])} val "
+              f"samples, {world} worker(s) x batch {per_worker}, {epochs} epoch(s) x {steps} it "
+              f"({total} iterations), {st['optimizer']} lr {st['lr']:g}, loss {st['loss']} ratio_3d "
+              f"{st['ratio_3d']:g}", flush=True)
+
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        nb = 0
+        for batch in loader:
+            if it >= total:
+                break
+            batch = _to(batch, device)
+            lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"])
+            for g in opt.param_groups:
+                g["lr"] = lr
+            hm2d, vol = model(batch["image"])
+            loss, parts = c2f_loss(hm2d, vol, batch, loss_cfg)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{tag} loss is {loss.item()} at iteration {it} (lower lr?)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if st["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), st["grad_clip"])
+            opt.step()
+            it += 1
+            nb += 1
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for k, v in parts.items():
+                name = k if k.startswith("loss") else f"loss_{k}"
+                sums[name] = sums.get(name, 0.0) + float(v)
+            if rank == 0 and (it % st["log_every"] == 0 or it == total):
+                print(f"{tag} epoch {epoch + 1}/{epochs} it {it}/{total} loss {sums['loss'] / nb:.5f} "
+                      f"lr {lr:.3g} ({nb / max(time.time() - t0, 1e-9):.1f} it/s)", flush=True)
+        red = _allreduce([sums.get("loss", 0.0), float(nb)])
+        s_arg, s_soft, n = evaluate_mpjpe(model, val_loader, depth_range, device, float(st["softmax_scale"]))
+        s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)])
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "iteration": it,
+            "loss": red[0] / max(red[1], 1.0),
+            **{k: v / max(nb, 1) for k, v in sums.items() if k != "loss"},
+            "val_mpjpe": s_arg / max(n, 1.0),
+            "val_mpjpe_soft": s_soft / max(n, 1.0),
+            "lr": float(opt.param_groups[0]["lr"]),
+            "epoch_time_s": time.time() - t0,
+        }
+        curve.append({k: metrics.get(k) for k in CURVE_FIELDS})
+        if rank == 0:
+            print(f"{tag} epoch {epoch + 1}/{epochs} done: loss {metrics['loss']:.5f}  val MPJPE argmax "
+                  f"{metrics['val_mpjpe']:.1f} mm, soft {metrics['val_mpjpe_soft']:.1f} mm "
+                  f"({metrics['epoch_time_s']:.1f} s)", flush=True)
+            if run is not None:
+                run.log(metrics, step=it)
+        with tempfile.TemporaryDirectory(prefix="c2f-ckpt-") as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(
+                    Path(tmp, "model.pt"), core, depth_range=list(config["targets"]["depth_range"]),
+                    stage=config["stage"], d2=int(config["d2"]),
+                    metrics={k: float(v) for k, v in metrics.items()},
+                    train={k: v for k, v in st.items() if v is not None},
+                    init_checkpoint=config["init_checkpoint"] or "",
+                )
+                torch.save({"optimizer": opt.state_dict(), "epoch": epoch + 1, "iteration": it, "curve": curve},
+                           Path(tmp, "train_state.pt"))
+                _write_curve(Path(tmp, "curve.csv"), curve)
+                ckpt = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+    if run is not None:
+        run.finish()
