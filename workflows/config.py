@@ -466,9 +466,11 @@ SEED_RATIO_SUM = {1: 1.0, 2: 0.1, 4: 0.3, 8: 0.1, 16: 0.03, 32: 0.03, 64: 0.03}
 #: Caffe seed heatmap2 init std per d2 (H1 prototxts, spec §3.4).
 SEED_HEATMAP2_STD = {2: 0.01, 4: 0.01, 8: 0.01, 16: 0.01, 32: 0.001, 64: 0.0003}
 
-_LIFT = {
-    "supervised": {"epochs": 30, "batch_size": 256, "lr": 1.0e-3, "hidden": 1024, "blocks": 2, "dropout": 0.5},
-    "unsupervised": {"epochs": 30, "batch_size": 256, "lr": 2.0e-4, "hidden": 1024, "blocks": 2},
+_LIFT = {  # sized for 2 CPU cores (chen_spec §7.3: slower discriminator, orthographic, Kudo heuristic)
+    "supervised": {"iterations": 2000, "batch_size": 256, "lr": 1.0e-3, "width": 256, "blocks": 2, "dropout": 0.0},
+    "unsupervised": {"iterations": 4000, "batch_size": 128, "lr": 1.0e-3, "lr_disc": 1.0e-4,
+                     "camera": "orthographic", "width": 128, "blocks": 2, "disc_width": 128, "disc_blocks": 2,
+                     "dropout": 0.0, "w_heuristic": 1.0},
 }
 _TUNE = {
     "stage": "d2_16",
@@ -575,8 +577,13 @@ def make_profile(name: str) -> dict[str, Any]:
             "evaluate": {"subset_size": 2000, "batch_size": 32, "bone_fit": True, "max_samples": None},
             "ray": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 4.0, "keep_runs": False},
         }
-        common["lift"]["supervised"]["epochs"] = 200
-        common["lift"]["unsupervised"]["epochs"] = 200
+        common["lift"] = {  # the papers' sizes (Martinez; Chen et al. with perspective lifting at c = 10)
+            "supervised": {"iterations": 200000, "batch_size": 64, "lr": 1.0e-3, "width": 1024, "blocks": 2,
+                           "dropout": 0.5},
+            "unsupervised": {"iterations": 100000, "batch_size": 256, "lr": 1.0e-3, "lr_disc": 1.0e-4,
+                             "camera": "perspective", "width": 1024, "blocks": 4, "disc_width": 1024,
+                             "disc_blocks": 3, "dropout": 0.5},
+        }
         common["tune"]["num_samples"] = 16
     elif name == "micro":
         prof = {
