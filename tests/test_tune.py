@@ -116,7 +116,7 @@ def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
     epochs, samples = 2, 3
     t0 = time.time()
     r = _tune(run_cli, root, "--d2", 4, "--num-samples", samples, "--epochs", epochs, "--max-concurrent", 2,
-              "--data", micro_packed, timeout=480)
+              "--data", micro_packed, timeout=1200)
     wall = time.time() - t0
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     print(f"sweep of {samples} trials x {epochs} epochs: {wall:.0f} s")
