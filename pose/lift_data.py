@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 NUM_JOINTS = 17
-VALID_FIXTURE = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+#: 394 real H36M frames (S9 Posing) shipped with the tests (c2f-vol-demo, see its LICENSE).
+VALID_FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "c2f-vol-demo" / "valid.npz"
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pose.camera import (
     world_to_camera,
 )
 
-FIXTURE = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+FIXTURE = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
 if not FIXTURE.exists():  # repository copy, if the lead vendors it under tests/fixtures
     FIXTURE = Path(__file__).parent / "fixtures" / "c2f-vol-demo" / "valid.npz"
 

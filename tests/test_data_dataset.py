@@ -15,7 +15,7 @@ from pose.data import prepare as prep
 from pose.data.augment import flip_sample, sample_aug
 from pose.data.packed import PackWriter
 
-VALID = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
 KEYS = {"image", "joints_2d", "z_rel", "joints_3d", "visible", "has_depth", "K", "crop_to_raw", "root_depth",
         "action", "subject", "index"}
 

@@ -17,7 +17,7 @@ from pose.data.h36m_json import CAMERA_ID_TO_NAME, H36MJsonReader, sequence_name
 from pose.data.packed import load_arrays
 from pose.data.records import BadSample
 
-VALID = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
 W, H = 160, 120
 
 

@@ -15,7 +15,7 @@ from pose.data.packed import ImageStore, PackWriter, load_arrays, load_poses, re
 from pose.data.records import BadSample
 from pose.data.seed_txt import SeedTxtReader
 
-VALID = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
 N = 8  # samples 0-5 train (S1, S5), 6-7 test (S9)
 BAD = 3
 

@@ -18,8 +18,6 @@ from pose.targets import C2F_DEPTH_RANGE, DepthRange, make_coords, volume_target
 _CANDIDATES = [
     os.environ.get("C2F_VALID_NPZ", ""),
     Path(__file__).resolve().parents[1] / "tests/data/c2f-vol-demo/valid.npz",
-    Path(__file__).resolve().parents[2] / "shared/reference/data/c2f-vol-demo/valid.npz",
-    "/work/shared/reference/data/c2f-vol-demo/valid.npz",
 ]
 FIXTURE = next((Path(p) for p in _CANDIDATES if p and Path(p).is_file()), None)
 needs_fixture = pytest.mark.skipif(FIXTURE is None, reason="c2f-vol-demo valid.npz fixture not found")

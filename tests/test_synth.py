@@ -13,7 +13,7 @@ import pytest
 from pose.data.synth import generate, motion, render, writer
 from pose.skeleton import H36M_17_FROM_32, LEFT_17, RIGHT_17, to17
 
-TOY = Path("/work/shared/reference/data/c2f-3dhm-human-caffe/toy_example")
+TOY = Path(__file__).resolve().parent / "fixtures" / "caffe_toy"
 
 #: tiny config: 2 subjects (1 train, 1 test), 2 clips (1 train, 1 test), 2 cameras → 4 sequences
 TINY = dict(frames=16, train_subjects=(1,), test_subjects=(9,), clips=("walk", "run"), test_clips=("run",),

@@ -29,7 +29,7 @@ from pose.targets import (
 )
 
 D2S = [1, 2, 4, 8, 16, 32, 64]
-LIMITS = Path("/work/shared/reference/data/c2f-vol-demo/voxel_limits.npz")
+LIMITS = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "voxel_limits.npz"
 
 
 def _limits() -> np.ndarray:
