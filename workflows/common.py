@@ -32,7 +32,9 @@ __all__ = [
     "outputs_dir",
     "project_root",
     "ray_env_defaults",
+    "ray_storage",
     "run_cli",
+    "shutdown_ray",
 ]
 
 #: Environment variables forwarded to Ray workers (driver env does not reach a running cluster).
@@ -99,6 +101,27 @@ def init_ray(num_cpus: float | None = None, env_vars: Mapping[str, str] | None =
         kwargs["ignore_reinit_error"] = True
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     ray.init(**kwargs)
+
+
+def ray_storage(root: Path) -> tuple[str, bool]:
+    """Ray Train/Tune ``storage_path``: ``$POSE_STORAGE_PATH`` (shared storage or an ``s3://`` URI on a
+    multi-node cluster), else ``<root>/outputs/ray``. Returns ``(storage, is_local)``; a local folder
+    is made absolute and created."""
+    storage = os.environ.get("POSE_STORAGE_PATH") or str(outputs_dir(root, "ray"))
+    if "://" in storage:
+        return storage, False
+    path = Path(storage).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path), True
+
+
+def shutdown_ray() -> None:
+    """Shut down the Ray connection this process started, if any (imports nothing new)."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def run_cli(main, argv: list[str] | None = None) -> int:

@@ -37,7 +37,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflows.common import UserError, init_ray, outputs_dir, project_root, ray_env_defaults, run_cli
+from workflows.common import (
+    UserError,
+    init_ray,
+    outputs_dir,
+    project_root,
+    ray_env_defaults,
+    ray_storage,
+    run_cli,
+    shutdown_ray,
+)
 
 MODES = ("supervised", "unsupervised")
 #: Defaults of the ``lift.<mode>`` params (stages.yaml); every key may be overridden there.
@@ -271,12 +280,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     init_ray()
-    storage_env = os.environ.get("POSE_STORAGE_PATH")
-    storage = storage_env if storage_env else str(outputs_dir(root, "ray"))
-    local_storage = "://" not in storage
-    if local_storage:
-        storage = str(Path(storage).resolve())
-        Path(storage).mkdir(parents=True, exist_ok=True)
+    storage, local_storage = ray_storage(root)
     trainer = TorchTrainer(
         train_func,
         train_loop_config=tc,
@@ -315,11 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_lift(args)
     finally:
-        if "ray" in sys.modules:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
+        shutdown_ray()
     return 0
 
 

@@ -33,7 +33,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflows.common import UserError, init_ray, outputs_dir, project_root, ray_env_defaults, run_cli
+from workflows.common import (
+    UserError,
+    init_ray,
+    outputs_dir,
+    project_root,
+    ray_env_defaults,
+    ray_storage,
+    run_cli,
+    shutdown_ray,
+)
 from workflows.config import load_config, stage_key
 
 
@@ -105,14 +114,8 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     from workflows.train_loop import train_func
 
     init_ray()
-    # Ray Train storage: POSE_STORAGE_PATH (shared storage / s3:// URI on a multi-node cluster) or
-    # <root>/outputs/ray. Checkpoints are fetched back from there to publish the stage outputs.
-    storage_env = os.environ.get("POSE_STORAGE_PATH")
-    storage = storage_env if storage_env else str(outputs_dir(root, "ray"))
-    local_storage = "://" not in storage
-    if local_storage:
-        storage = str(Path(storage).resolve())
-        Path(storage).mkdir(parents=True, exist_ok=True)
+    # Checkpoints are fetched back from the Ray storage to publish the stage outputs.
+    storage, local_storage = ray_storage(root)
     resources = {"CPU": float(cfg["ray"]["cpus_per_worker"])}
     if use_gpu:
         resources["GPU"] = 1.0
@@ -176,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_stage(args)
     finally:
-        if "ray" in sys.modules:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
+        shutdown_ray()
     return 0
 
 

@@ -38,7 +38,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflows.common import UserError, init_ray, outputs_dir, project_root, ray_env_defaults, run_cli
+from workflows.common import (
+    UserError,
+    init_ray,
+    outputs_dir,
+    project_root,
+    ray_env_defaults,
+    ray_storage,
+    run_cli,
+    shutdown_ray,
+)
 from workflows.config import SEARCH_PARAMS, load_config, stage_key
 
 EPILOG = """\
@@ -157,11 +166,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     check_inputs(base)  # data present, previous checkpoint present and of the same model size
     base["epochs"] = int(epochs)
 
-    storage_env = os.environ.get("POSE_STORAGE_PATH")
-    storage = storage_env or str(outputs_dir(root, "ray"))
-    if "://" not in storage:
-        Path(storage).mkdir(parents=True, exist_ok=True)
-        storage = str(Path(storage).resolve())
+    storage, _ = ray_storage(root)
     wandb_dir = outputs_dir(root, "wandb")
     wandb_dir.mkdir(parents=True, exist_ok=True)
     env = {"WANDB_MODE": mode, "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true",
@@ -512,11 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_sweep(args)
     finally:
-        if "ray" in sys.modules:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
+        shutdown_ray()
     return 0
 
 
