@@ -475,6 +475,17 @@ def _batches(n: int, batch: int, gen: torch.Generator):
         yield torch.randint(0, n, (batch,), generator=gen)
 
 
+def _record(G: nn.Module, it: int, rec: dict, history: list, eval_fn, log_fn) -> None:
+    """Add held-out metrics (in eval mode) to ``rec``, append it to ``history`` and log it."""
+    if eval_fn is not None:
+        G.eval()
+        rec.update(eval_fn(G))
+        G.train()
+    history.append(rec)
+    if log_fn is not None:
+        log_fn(it, rec)
+
+
 def train_unsupervised(x_unit, cfg: UnsupervisedConfig | None = None, next_index=None,
                        eval_fn: Callable[[Lifter], dict] | None = None, progress: bool = False,
                        log_fn: Callable[[int, dict], None] | None = None) -> tuple[Lifter, list[dict]]:
@@ -570,13 +581,7 @@ def train_unsupervised(x_unit, cfg: UnsupervisedConfig | None = None, next_index
             n = max(stats.pop("n"), 1)
             rec = {"iteration": it, "seconds": time.time() - t0}
             rec.update({k: (v / n if k not in ("g_steps", "d_steps") else v) for k, v in stats.items()})
-            if eval_fn is not None:
-                G.eval()
-                rec.update(eval_fn(G))
-                G.train()
-            history.append(rec)
-            if log_fn is not None:
-                log_fn(it, rec)
+            _record(G, it, rec, history, eval_fn, log_fn)
             stats = dict.fromkeys(stats, 0.0) | {"g_steps": 0, "d_steps": 0, "n": 0}
     G.eval()
     return G, history
@@ -642,13 +647,7 @@ def train_supervised(x_unit, y_unit, cfg: SupervisedConfig | None = None,
         n += 1
         if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
             rec = {"iteration": it, "seconds": time.time() - t0, "loss": acc_loss / max(n, 1)}
-            if eval_fn is not None:
-                G.eval()
-                rec.update(eval_fn(G))
-                G.train()
-            history.append(rec)
-            if log_fn is not None:
-                log_fn(it, rec)
+            _record(G, it, rec, history, eval_fn, log_fn)
             acc_loss, n = 0.0, 0
     G.eval()
     return G, history
