@@ -25,6 +25,7 @@ For 2D-only samples (``has_depth`` False) ``z_rel``, ``joints_3d`` and ``root_de
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -57,6 +58,38 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     return img
 
 
+def warp_crop(image: np.ndarray, M: np.ndarray, out_res: int) -> np.ndarray:
+    """``cv2.warpAffine(image, M, (out_res, out_res))`` (bilinear, grey border) without aliasing.
+
+    When the crop shrinks the image by more than 2× (a 224 px seed crop to a 64 px input, or a
+    1000 px frame's box), bilinear sampling alone skips pixels and thin limbs flicker. The part
+    of ``image`` the crop sees is then first reduced with ``cv2.INTER_AREA`` to about twice the
+    output resolution and ``M`` is re-based onto it, so each output pixel averages its footprint.
+    Geometry is unchanged: a point maps to the same crop position either way.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    S = int(out_res)
+    scale = math.sqrt(abs(np.linalg.det(M[:, :2])))  # output px per image px
+    h, w = image.shape[:2]
+    if scale < 0.5:
+        # bounding box of the crop's footprint in the image, 2 px margin for the bilinear kernel
+        Minv = invert_affine(M)
+        corners = apply_affine(np.array([[-0.5, -0.5], [S - 0.5, -0.5], [-0.5, S - 0.5], [S - 0.5, S - 0.5]]), Minv)
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3, [w, h])
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            r = 2.0 * scale
+            nw, nh = max(int(round((x1 - x0) * r)), 1), max(int(round((y1 - y0) * r)), 1)
+            roi = cv2.resize(image[y0:y1, x0:x1], (nw, nh), interpolation=cv2.INTER_AREA)
+            rx, ry = nw / (x1 - x0), nh / (y1 - y0)
+            # image px -> roi px (cv2.resize pixel-centre convention): x' = (x - x0 + 0.5)·rx − 0.5
+            to_roi = np.array([[rx, 0.0, (0.5 - x0) * rx - 0.5], [0.0, ry, (0.5 - y0) * ry - 0.5]])
+            M = compose_affine(M, invert_affine(to_roi))
+            image = roi
+    return cv2.warpAffine(image, M, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=BORDER_VALUE)
+
+
 def make_sample(image_bgr: np.ndarray, *, joints_2d, joints_3d, bbox, img_to_raw, K, has_depth: bool,
                 visible=None, input_size: int = 256, enlarge: float = 1.25,
                 params: AugParams = IDENTITY) -> dict[str, np.ndarray]:
@@ -72,8 +105,7 @@ def make_sample(image_bgr: np.ndarray, *, joints_2d, joints_3d, bbox, img_to_raw
     M = crop_affine(center, size, float(params.rot), S)
     if params.flip:
         M = compose_affine(flip_affine(S), M)
-    crop = cv2.warpAffine(image_bgr, M.astype(np.float64), (S, S), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+    crop = warp_crop(image_bgr, M, S)
     crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
     crop = apply_color(crop, params.color)
     j2 = apply_affine(np.asarray(joints_2d, dtype=np.float64), M)
