@@ -498,7 +498,7 @@ def _curriculum(per_stage: Callable[[int], dict[str, Any]]) -> dict[str, dict[st
 
 #: iterations per stage of the default profile (batch 16): most in the first stage, where the
 #: backbone learns 2D from scratch; later stages refit the re-initialised heatmap2 and refine.
-DEFAULT_ITERATIONS = {2: 800, 4: 400, 8: 400, 16: 400, 32: 400, 64: 500}
+DEFAULT_ITERATIONS = {2: 1200, 4: 300, 8: 300, 16: 300, 32: 300, 64: 400}
 
 
 def _default_stage(d2: int) -> dict[str, Any]:
@@ -506,7 +506,7 @@ def _default_stage(d2: int) -> dict[str, Any]:
     # in short CPU runs), ratio_3d 1 (our losses are per-element means, so no Caffe-style
     # sum ratio is needed; see pose/losses.py), cosine decay within each stage.
     return {
-        "lr": 2.0e-3,
+        "lr": 2.0e-3 if d2 == CURRICULUM[0] else 1.0e-3,  # later stages fine-tune: half the rate
         "ratio_3d": 1.0,
         "heatmap2_std": 0.01,
         "iterations": DEFAULT_ITERATIONS[d2],
