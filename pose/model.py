@@ -63,6 +63,8 @@ __all__ = [
     "ModelConfig",
     "Residual",
     "expand_from",
+    "flip_back",
+    "forward_flip_test",
     "load_checkpoint",
     "reset_heatmap2",
     "save_checkpoint",
@@ -307,6 +309,31 @@ class C2FPoseNet(nn.Module):
         out2 = self.heatmap2(self.lin2(self.hg2(inter)))
         hm2d = out1 if cfg.d1 == 1 else out1.reshape(B, J, cfg.d1, H, H)
         return hm2d, out2.reshape(B, J, cfg.d2, H, H)
+
+
+def flip_back(t: Tensor, flip_perm: tuple[int, ...] | list[int]) -> Tensor:
+    """Map outputs of a horizontally mirrored input back to the original: mirror the last (W) axis
+    and swap left/right joints (axis 1). (B, J, ..., W) → same shape. Exact on our grids: cell x of
+    a mirrored S-px crop is cell W − 1 − x of the original (px = stride·x + (stride − 1)/2)."""
+    return t[:, list(flip_perm)].flip(-1)
+
+
+def forward_flip_test(model: C2FPoseNet, x: Tensor, flip_perm: tuple[int, ...] | list[int] | None = None
+                      ) -> tuple[Tensor, Tensor]:
+    """The C2F test-time flip (spec §2.3): run ``x`` and its mirror image, flip the second output
+    back (:func:`flip_back`) and average, before any decoding. Same shapes as ``model(x)``.
+
+    flip_perm: left/right joint permutation; None → ``pose.skeleton.FLIP_PERM_17`` (17 joints).
+    """
+    if flip_perm is None:
+        from pose.skeleton import FLIP_PERM_17
+
+        if model.cfg.num_joints != len(FLIP_PERM_17):
+            raise ValueError(f"flip_perm: required for a {model.cfg.num_joints}-joint model")
+        flip_perm = FLIP_PERM_17
+    hm, vol = model(x)
+    hm_f, vol_f = model(x.flip(-1))
+    return 0.5 * (hm + flip_back(hm_f, flip_perm)), 0.5 * (vol + flip_back(vol_f, flip_perm))
 
 
 def reset_heatmap2(model: C2FPoseNet, std: float, generator: torch.Generator | None = None) -> None:

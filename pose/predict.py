@@ -67,7 +67,7 @@ from pose.decode import (
     soft_argmax_2d,
     to_camera,
 )
-from pose.model import C2FPoseNet, load_checkpoint
+from pose.model import C2FPoseNet, forward_flip_test, load_checkpoint
 from pose.skeleton import JOINT_NAMES_17
 from pose.targets import DepthRange, hm_to_px
 
@@ -449,6 +449,7 @@ class Predictor:
         softmax_scale: float | None = None,
         batch_size: int = 16,
         bbox_enlarge: float | None = None,
+        flip_test: bool = False,
     ) -> None:
         if not isinstance(model, C2FPoseNet):
             raise ValueError(f"model: expected a C2FPoseNet, got {type(model).__name__}")
@@ -478,13 +479,14 @@ class Predictor:
         if not math.isfinite(self.bbox_enlarge) or self.bbox_enlarge <= 0:
             raise ValueError(f"bbox_enlarge: expected a positive number, got {enlarge!r}")
         self.stage = str(ckpt.get("stage", f"d2_{self.d2:02d}"))
+        self.flip_test = bool(flip_test)
 
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
     ) -> Predictor:
         """Load a ``save_checkpoint`` file; ``kwargs`` go to the constructor
-        (``method``, ``softmax_scale``, ``batch_size``, ``bbox_enlarge``)."""
+        (``method``, ``softmax_scale``, ``batch_size``, ``bbox_enlarge``, ``flip_test``)."""
         model, ckpt = load_checkpoint(path, map_location="cpu")
         pred = cls(model, ckpt, device=device, **kwargs)
         pred.checkpoint_path = str(Path(path))
@@ -493,8 +495,10 @@ class Predictor:
     # -- the network -------------------------------------------------------------------------
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, S, S) → (hm2d (B, J, H, W), vol (B, J, d2, H, W)) float32 on ``self.device``."""
-        hm, vol = self.model(x.to(self.device, torch.float32))
+        """(B, 3, S, S) → (hm2d (B, J, H, W), vol (B, J, d2, H, W)) float32 on ``self.device``
+        (averaged with the mirrored image's outputs when ``flip_test``, as evaluation does)."""
+        x = x.to(self.device, torch.float32)
+        hm, vol = forward_flip_test(self.model, x) if self.flip_test else self.model(x)
         return hm.float(), vol.float()
 
     # -- prediction ---------------------------------------------------------------------------

@@ -95,6 +95,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
     parser.add_argument("--method", choices=("argmax", "soft_argmax"), default="argmax",
                         help="decoding of the primary fields (both are always in the JSON)")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="also run each image mirrored and average the outputs (C2F test protocol; 2x time)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--max-frames", type=int, default=None, help="at most this many frames per video")
     parser.add_argument("--height", type=int, default=400, help="height of the PNG/MP4 picture, px")
@@ -372,7 +374,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, method=args.method,
-                                              batch_size=args.batch_size)
+                                              batch_size=args.batch_size, flip_test=args.flip_test)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _err(f"--checkpoint {args.checkpoint}: {exc}")
         return 2

@@ -330,3 +330,40 @@ def test_train_step_benchmark_runs(tmp_path) -> None:
     # same data, same seed, same objective: the two variants give the same loss
     assert ours["final_loss"] == pytest.approx(base["final_loss"], rel=1e-4)
     assert data["ratio_ours_over_baseline"]["samples_per_s"] > 0
+
+
+def test_flip_back_maps_mirrored_cells_and_swaps_joints() -> None:
+    """A peak at cell (x, y) of joint j in the mirrored output is a peak at (W−1−x, y) of joint
+    perm[j] after flip_back, and flip_back is an involution."""
+    from pose.decode import argmax, decode_to_crop
+    from pose.model import flip_back
+    from pose.skeleton import FLIP_PERM_17
+
+    W = 8
+    vol = torch.zeros(1, 17, 4, W, W)
+    vol[0, 1, 2, 3, 1] = 1.0  # R_Hip, depth bin 2, row 3, column 1
+    back = flip_back(vol, FLIP_PERM_17)
+    assert back[0, 4, 2, 3, W - 1 - 1] == 1.0 and back.sum() == 1.0  # -> L_Hip, column 6
+    assert torch.equal(flip_back(back, FLIP_PERM_17), vol)
+    # in crop pixels the mirrored column is exactly S - 1 - px (S = 4 W)
+    uv, _ = decode_to_crop(argmax(vol)[:, 1:2].float(), 4, 4)
+    uv_b, _ = decode_to_crop(argmax(back)[:, 4:5].float(), 4, 4)
+    assert float(uv_b[0, 0, 0]) == 4 * W - 1 - float(uv[0, 0, 0])
+
+
+def test_forward_flip_test_is_mirror_symmetric() -> None:
+    """The flip-averaged output of a mirrored image is the flip_back of the image's own output."""
+    from pose.model import flip_back, forward_flip_test
+    from pose.skeleton import FLIP_PERM_17
+
+    torch.manual_seed(0)
+    model = C2FPoseNet(ModelConfig.preset("micro", d2=4, init="kaiming", heatmap2_std=0.5)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hm, vol = forward_flip_test(model, x)
+        hm_m, vol_m = forward_flip_test(model, x.flip(-1))
+        plain_hm, plain_vol = model(x)
+    torch.testing.assert_close(vol_m, flip_back(vol, FLIP_PERM_17), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hm_m, flip_back(hm, FLIP_PERM_17), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(vol, plain_vol)  # it really averages two different outputs
+    assert hm.shape == plain_hm.shape and vol.shape == plain_vol.shape

@@ -93,7 +93,9 @@ def init_ray(num_cpus: float | None = None, env_vars: Mapping[str, str] | None =
         "address": address,
         "runtime_env": {"env_vars": forwarded} if forwarded else None,
         "log_to_driver": True,
-        "include_dashboard": False if address == "local" else None,
+        # A private instance starts the dashboard too: Ray Train's placement-group cleaner polls the
+        # State API (served by it) every second and logs a warning each time it is missing.
+        "include_dashboard": True if address == "local" else None,
     }
     if address == "local":
         # Private instance sized to the machine (or what the caller asks for).

@@ -13,7 +13,7 @@ Layout (every section is a mapping; unknown keys are errors)::
       d2_02: {d2: 2, init: null, lr, ratio_3d, heatmap2_std, epochs | iterations, batch_size,
               optimizer: rmsprop|adam|sgd, loss: H1|I1|adaptive, ...}
       d2_04: {d2: 4, init: d2_02, ...}   # init = the stage whose final weights this one starts from
-    evaluate: {subset_size, batch_size, bone_fit, max_samples}
+    evaluate: {subset_size, batch_size, bone_fit, max_samples, flip_test}
     ray:      {num_workers, use_gpu, cpus_per_worker, keep_runs}
     wandb:    {enabled, project, mode, entity}
     lift:     {supervised: {...}, unsupervised: {...}}   (scalars / lists of scalars; read by workflows/lift.py)
@@ -150,6 +150,7 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "batch_size": _F("int", 32, check=_ge1),
         "bone_fit": _F("bool", True),
         "max_samples": _F("int", None, null=True, check=_ge1),
+        "flip_test": _F("bool", False),
     },
     "ray": {
         "num_workers": _F("int", 1, check=_ge1),
@@ -565,7 +566,8 @@ def make_profile(name: str) -> dict[str, Any]:
                      "on_bad": "skip", "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
                      "train_limit": None, "val_size": 200, "loader_workers": 0},
             "train": _curriculum(_default_stage),
-            "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None},
+            "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None,
+                         "flip_test": True},
             "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 2.0, "keep_runs": False},
         }
     elif name == "full":
@@ -574,7 +576,8 @@ def make_profile(name: str) -> dict[str, Any]:
             "data": {"source": "embedded", "layout": "auto", "synth_frames": None, "synth_seed": 0,
                      "on_bad": "skip", "aug": True, "train_limit": None, "val_size": 1024, "loader_workers": 8},
             "train": _curriculum(_full_stage),
-            "evaluate": {"subset_size": 2000, "batch_size": 32, "bone_fit": True, "max_samples": None},
+            "evaluate": {"subset_size": 2000, "batch_size": 32, "bone_fit": True, "max_samples": None,
+                         "flip_test": True},
             "ray": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 4.0, "keep_runs": False},
         }
         common["lift"] = {  # the papers' sizes (Martinez; Chen et al. with perspective lifting at c = 10)
@@ -591,7 +594,8 @@ def make_profile(name: str) -> dict[str, Any]:
             "data": {"source": "embedded", "layout": "auto", "synth_frames": 48, "synth_seed": 0,
                      "on_bad": "skip", "aug": False, "train_limit": 32, "val_size": 8, "loader_workers": 0},
             "train": _curriculum(_micro_stage),
-            "evaluate": {"subset_size": 8, "batch_size": 8, "bone_fit": True, "max_samples": 16},
+            "evaluate": {"subset_size": 8, "batch_size": 8, "bone_fit": True, "max_samples": 16,
+                         "flip_test": False},
             "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1.0, "keep_runs": False},
         }
         common["lift"] = {

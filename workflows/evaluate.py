@@ -10,6 +10,8 @@ For each stage of ``train:`` with ``outputs/stages/<key>/model.pt`` (missing sta
   C2F **bone-length fit** variant (root depth fitted to the training mean limb lengths, argmax;
   ``evaluate.bone_fit``), and **PA-MPJPE** (scaled Procrustes, argmax) — 17 joints, mm;
 - **per-action tables** (frame-weighted and action-wise averages) of the argmax MPJPE.
+- with ``evaluate.flip_test`` (default profile: on) every image is also run mirrored and the two
+  outputs averaged before decoding, the C2F test protocol (``pose.model.forward_flip_test``).
 
 Baseline: the **mean pose** — the training split's mean root-relative pose predicted for every
 test sample.
@@ -52,15 +54,22 @@ def mean_pose(train_dir: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_stage(model, loader, depth_range, device, softmax_scale: float, bone_fit: bool) -> dict[str, np.ndarray]:
-    """Camera-frame predictions (N, 17, 3) per variant, plus "gt" and "action"."""
+def predict_stage(model, loader, depth_range, device, softmax_scale: float, bone_fit: bool,
+                  flip_test: bool = False) -> dict[str, np.ndarray]:
+    """Camera-frame predictions (N, 17, 3) per variant, plus "gt" and "action".
+
+    flip_test: average the outputs of each image and its mirror image before decoding (the C2F
+    evaluation protocol, ``pose.model.forward_flip_test``).
+    """
+    from pose.model import forward_flip_test
+
     out: dict[str, list[np.ndarray]] = {"gt": [], "action": []}
     variants = {k: v for k, v in VARIANTS.items() if bone_fit or v[1] == "gt"}
     for k in variants:
         out[k] = []
     for batch in loader:
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        hm2d, vol = model(batch["image"])
+        hm2d, vol = forward_flip_test(model, batch["image"]) if flip_test else model(batch["image"])
         for k, (method, root) in variants.items():
             pred = decode_poses(hm2d, vol, batch, depth_range, method=method, root=root, softmax_scale=softmax_scale)
             out[k].append(pred.double().cpu().numpy())
@@ -103,7 +112,8 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     depth_range = DepthRange(*cfg["targets"]["depth_range"])
 
     mp = mean_pose(train_dir)
-    metrics: dict[str, Any] = {"num_test": n, "num_subset": len(subset), "stages": {}}
+    metrics: dict[str, Any] = {"num_test": n, "num_subset": len(subset), "flip_test": bool(ev["flip_test"]),
+                               "stages": {}}
     per_action: dict[str, Any] = {}
     table_rows: list[dict[str, Any]] = []
     names: list[str] | None = None
@@ -115,7 +125,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         names = ds.action_names
         loader = torch.utils.data.DataLoader(ds, batch_size=ev["batch_size"], shuffle=False, num_workers=0)
         scale = float(ckpt.get("train", {}).get("softmax_scale", cfg["train"][key]["softmax_scale"]))
-        res = predict_stage(model, loader, depth_range, device, scale, ev["bone_fit"])
+        res = predict_stage(model, loader, depth_range, device, scale, ev["bone_fit"], ev["flip_test"])
         gt, actions = res["gt"], res["action"]
         m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"]))}
         errs = {}
@@ -165,6 +175,8 @@ def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
         f"Held-out test split: {m['num_test']} samples (random subset: {m['num_subset']}); 17 joints, root-aligned, mm.",
         "MPJPE with ground-truth root depth unless noted; *fit* = root depth from the bone-length fit (C2F recType 3);",
         "PA = scaled Procrustes (argmax decoding). Baseline: training mean pose.",
+        ("Test-time flip: on (each image and its mirror image, outputs averaged before decoding, as in C2F)."
+         if cfg["evaluate"]["flip_test"] else "Test-time flip: off."),
         "",
         "| stage | d2 | MPJPE argmax | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | subset MPJPE argmax | action-wise argmax |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
