@@ -315,7 +315,10 @@ def flip_back(t: Tensor, flip_perm: tuple[int, ...] | list[int]) -> Tensor:
     """Map outputs of a horizontally mirrored input back to the original: mirror the last (W) axis
     and swap left/right joints (axis 1). (B, J, ..., W) → same shape. Exact on our grids: cell x of
     a mirrored S-px crop is cell W − 1 − x of the original (px = stride·x + (stride − 1)/2)."""
-    return t[:, list(flip_perm)].flip(-1)
+    perm = list(flip_perm)
+    if sorted(perm) != list(range(t.shape[1])):
+        raise ValueError(f"flip_perm: expected a permutation of the {t.shape[1]} joints of axis 1, got {perm}")
+    return t[:, perm].flip(-1)
 
 
 def forward_flip_test(model: C2FPoseNet, x: Tensor, flip_perm: tuple[int, ...] | list[int] | None = None

@@ -191,3 +191,12 @@ def test_warp_crop_geometry_and_antialiasing(size, rot):
     stripes = np.dstack([((xx // 1) % 2 * 255).astype(np.uint8)] * 3)
     flat = warp_crop(stripes, crop_affine(np.array([500.0, 500.0]), 400.0, 0.0, 64), 64)[..., 0]
     assert abs(float(flat.mean()) - 127.5) < 3 and float(flat.std()) < 8  # averaged to grey, no moire
+
+
+@pytest.mark.parametrize("M", [np.zeros((2, 3)), np.array([[np.nan, 0, 0], [0, 1, 0]]), np.eye(3)])
+def test_warp_crop_rejects_a_degenerate_affine(M):
+    from pose.data.dataset import warp_crop
+
+    img = np.full((32, 32, 3), 50, np.uint8)
+    with pytest.raises(ValueError, match="M: expected a finite, invertible"):
+        warp_crop(img, M, 16)

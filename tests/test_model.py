@@ -351,6 +351,16 @@ def test_flip_back_maps_mirrored_cells_and_swaps_joints() -> None:
     assert float(uv_b[0, 0, 0]) == 4 * W - 1 - float(uv[0, 0, 0])
 
 
+def test_flip_back_rejects_a_permutation_of_the_wrong_joints() -> None:
+    from pose.model import flip_back
+    from pose.skeleton import FLIP_PERM_17
+
+    with pytest.raises(ValueError, match="flip_perm: expected a permutation of the 16 joints"):
+        flip_back(torch.zeros(1, 16, 4, 4), FLIP_PERM_17)
+    with pytest.raises(ValueError, match="flip_perm"):
+        flip_back(torch.zeros(1, 17, 4, 4), list(range(16)))  # would silently drop a joint
+
+
 def test_forward_flip_test_is_mirror_symmetric() -> None:
     """The flip-averaged output of a mirrored image is the flip_back of the image's own output."""
     from pose.model import flip_back, forward_flip_test

@@ -69,7 +69,10 @@ def warp_crop(image: np.ndarray, M: np.ndarray, out_res: int) -> np.ndarray:
     """
     M = np.asarray(M, dtype=np.float64)
     S = int(out_res)
-    scale = math.sqrt(abs(np.linalg.det(M[:, :2])))  # output px per image px
+    det = np.linalg.det(M[:, :2]) if M.shape == (2, 3) and np.isfinite(M).all() else 0.0
+    if det == 0.0:
+        raise ValueError(f"M: expected a finite, invertible (2, 3) affine, got {M.tolist()}")
+    scale = math.sqrt(abs(det))  # output px per image px
     h, w = image.shape[:2]
     if scale < 0.5:
         # bounding box of the crop's footprint in the image, 2 px margin for the bilinear kernel
