@@ -52,12 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--norm", choices=("bn", "bn_batchstats", "gn"), default="bn")
     p.add_argument("--sigma-2d", type=float, default=2.0, help="2D gaussian std (heatmap cells)")
     p.add_argument("--ratio-3d", type=float, default=1.0, help="weight of the 3D loss")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: forward under torch.autocast, losses in fp32 (as stages.yaml precision: bf16)")
+    p.add_argument("--memory-format", choices=("auto", "contiguous", "channels_last"), default="auto",
+                   help="layout of weights and input; auto = as the training loop: channels_last on CPU, "
+                        "contiguous on CUDA")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--worker", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.d2 < 1:
         p.error(f"--d2 must be >= 1, got {args.d2}")
+    if args.memory_format == "auto":
+        args.memory_format = "channels_last" if args.device == "cpu" else "contiguous"
     if args.batch is None:
         args.batch = DEFAULT_BATCH[args.size]
     for name in ("batch", "repeats", "rounds"):
@@ -113,12 +120,16 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm)
     model = C2FPoseNet(cfg).to(device).train()
+    if args.memory_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.RMSprop(model.parameters(), lr=2.5e-4)
     B, J, S, H, d2 = args.batch, cfg.num_joints, cfg.input_size, cfg.output_size, cfg.d2
     sigma_2d = args.sigma_2d
     sigma_z = sigma_z_for(d2, sigma_2d)
     g = torch.Generator().manual_seed(1)
     images = (torch.rand(B, 3, S, S, generator=g) - 0.5).to(device)
+    if args.memory_format == "channels_last":
+        images = images.contiguous(memory_format=torch.channels_last)
     coords = torch.rand(B, J, 3, generator=g) * torch.tensor([H - 1.0, H - 1.0, d2 - 1.0])
     coords = coords.to(device)
 
@@ -135,8 +146,9 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.synchronize()
 
     def step() -> float:
-        hm2d, vol = model(images)
-        loss = losses(hm2d, vol)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            hm2d, vol = model(images)
+        loss = losses(hm2d.float(), vol.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -233,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "--size", args.size, "--d2", str(args.d2), "--batch", str(args.batch),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--device", args.device,
         "--norm", args.norm, "--sigma-2d", str(args.sigma_2d), "--ratio-3d", str(args.ratio_3d),
+        "--precision", args.precision, "--memory-format", args.memory_format,
     ]  # fmt: skip
     if args.threads:
         forwarded += ["--threads", str(args.threads)]
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or torch.get_num_threads()
     print(
         f"size={args.size} (features={cfg.features}, input={cfg.input_size}, depth={cfg.hourglass_depth}) "
-        f"d2={args.d2} batch={args.batch} device={args.device} threads={threads} "
+        f"d2={args.d2} batch={args.batch} device={args.device} precision={args.precision} {args.memory_format} threads={threads} "
         f"rounds={args.rounds} x repeats={args.repeats}"
     )
     print(
@@ -273,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "device": args.device,
+        "precision": args.precision,
+        "memory_format": args.memory_format,
         "device_name": (
             torch.cuda.get_device_name()
             if args.device == "cuda" and torch.cuda.is_available()

@@ -98,6 +98,15 @@ def test_negative_lr(micro):
     assert _err(micro) == "stages.yaml: train.d2_32.lr: must be > 0, got -0.001"
 
 
+def test_precision(micro):
+    assert validate(micro)["train"]["d2_08"]["precision"] == "fp32"  # the default
+    micro["train"]["d2_08"]["precision"] = "bf16"
+    assert validate(micro)["train"]["d2_08"]["precision"] == "bf16"
+    micro["train"]["d2_08"]["precision"] = "fp16"
+    msg = _err(micro)
+    assert msg.startswith("stages.yaml: train.d2_08.precision:") and "fp32" in msg and "bf16" in msg
+
+
 def test_lr_written_without_dot_is_a_number(micro, tmp_path):
     micro["train"]["d2_32"]["lr"] = "1e-4"  # what YAML 1.1 makes of `lr: 1e-4`
     assert validate(micro)["train"]["d2_32"]["lr"] == pytest.approx(1e-4)

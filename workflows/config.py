@@ -11,7 +11,7 @@ Layout (every section is a mapping; unknown keys are errors)::
                train_limit, val_size, loader_workers}
     train:                      # the curriculum: one entry per stage, keyed d2_XX (XX = d2, 2 digits)
       d2_02: {d2: 2, init: null, lr, ratio_3d, heatmap2_std, epochs | iterations, batch_size,
-              optimizer: rmsprop|adam|sgd, loss: H1|I1|adaptive, ...}
+              optimizer: rmsprop|adam|sgd, loss: H1|I1|adaptive, precision: fp32|bf16, ...}
       d2_04: {d2: 4, init: d2_02, ...}   # init = the stage whose final weights this one starts from
     evaluate: {subset_size, batch_size, bone_fit, max_samples, flip_test}
     ray:      {num_workers, use_gpu, cpus_per_worker, keep_runs}
@@ -70,6 +70,7 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 AUG_FIELDS = ("scale_factor", "rot_factor", "rot_prob", "rot_max", "flip_prob", "color_factor")  # pose.data.AugConfig
 LOSSES = ("H1", "I1", "adaptive")
 SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("fp32", "bf16")  # bf16: forward under torch.autocast (GPU), losses and weights in fp32
 _STAGE_KEY = re.compile(r"^d2_(\d{2,})$")
 
 
@@ -127,6 +128,7 @@ STAGE_FIELDS: dict[str, _F] = {
     "warmup_iters": _F("int", 0, check=_ge0),
     "grad_clip": _F("float", None, null=True, check=_gt0),
     "log_every": _F("int", 50, check=_ge1),
+    "precision": _F("str", "fp32", choices=PRECISIONS),
 }
 
 SECTIONS: dict[str, dict[str, _F]] = {

@@ -32,9 +32,12 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +46,14 @@ import torch
 
 __all__ = [
     "CURVE_FIELDS",
+    "WorkerContext",
     "build_train_config",
     "check_inputs",
     "effective_stage",
+    "local_context",
     "make_model",
+    "ray_context",
+    "run_worker",
     "train_func",
     "val_indices",
 ]
@@ -296,50 +303,108 @@ def _wandb_run(config: Mapping[str, Any], rank: int):
     )
 
 
-def train_func(config: dict[str, Any]) -> None:
-    """Train one stage inside a Ray Train worker (see the module docstring for ``config``)."""
+@dataclass
+class WorkerContext:
+    """Where one training process runs and how it talks to whoever launched it.
+
+    ``report(metrics, checkpoint_dir)`` is called by every rank once per epoch; ``checkpoint_dir``
+    (rank 0 only, else None) is a temporary folder holding ``model.pt``, ``train_state.pt`` and
+    ``curve.csv`` that must be copied before ``report`` returns. ``resume_dir`` is None or a context
+    manager giving the folder of the checkpoint to resume from.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
+    prepare_loader: Callable[[torch.utils.data.DataLoader], Any]
+    report: Callable[[dict[str, Any], Path | None], None]
+    resume_dir: Callable[[], AbstractContextManager[str]] | None = None
+
+
+def ray_context() -> WorkerContext:
+    """The context of a Ray Train worker (DDP through ``ray.train.torch``)."""
     import ray.train
     import ray.train.torch
     from ray.train import Checkpoint
 
+    ctx = ray.train.get_context()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    resume = ray.train.get_checkpoint()
+    return WorkerContext(
+        rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
+        prepare_model=ray.train.torch.prepare_model,
+        prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, move_to_device=False),
+        report=report, resume_dir=resume.as_directory if resume is not None else None,
+    )
+
+
+def local_context(device: str | torch.device = "cpu", out_dir: str | Path | None = None) -> WorkerContext:
+    """One process, no Ray (benchmarks, quick experiments): each report is appended to
+    ``ctx.reports`` and its checkpoint folder copied over ``out_dir`` (when given)."""
+    reports: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        reports.append(dict(metrics))
+        if checkpoint_dir is not None and out_dir is not None:
+            shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
+
+    ctx = WorkerContext(rank=0, world=1, device=torch.device(device), prepare_model=lambda m: m.to(device),
+                        prepare_loader=lambda loader: loader, report=report)
+    ctx.reports = reports  # type: ignore[attr-defined]
+    return ctx
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """Train one stage inside a Ray Train worker (see the module docstring for ``config``)."""
+    run_worker(config, ray_context())
+
+
+def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
+    """The training loop of one stage in one worker ``wc`` (Ray Train's or :func:`local_context`)."""
+    from pose.losses import c2f_loss
     from pose.model import save_checkpoint
     from pose.targets import DepthRange
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world, device = wc.rank, wc.world, wc.device
     torch.set_num_threads(max(1, int(round(float(config.get("cpus_per_worker", 1))))))
     st = effective_stage(config)
     seed = int(config["seed"]) * 1000 + int(config["d2"])
     tag = f"[{config['stage']}]"
-    device = ray.train.torch.get_device()
+    bf16 = st.get("precision", "fp32") == "bf16"
 
     model = make_model(config, st["heatmap2_std"], seed)
     input_size = model.cfg.input_size
     train_ds, val_ds = _datasets(config, input_size, seed, rank, world)
     per_worker = max(1, st["batch_size"] // world)
     gen = torch.Generator().manual_seed(seed + rank)
+    workers = config["data"]["loader_workers"]
     loader = torch.utils.data.DataLoader(
         train_ds, batch_size=per_worker, shuffle=True, drop_last=len(train_ds) > per_worker,
-        num_workers=config["data"]["loader_workers"], generator=gen,
+        num_workers=workers, generator=gen, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
     )
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(per_worker, 16), shuffle=False, num_workers=0)
-    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+    loader = wc.prepare_loader(loader)
 
-    model = ray.train.torch.prepare_model(model)
+    # NHWC on CPU: oneDNN convolutions run the tiny model's step 15-22 % faster; on CUDA it was
+    # 5-26 % slower (H200, benchmarks/README.md), so GPUs keep the default layout
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    model = wc.prepare_model(model.to(memory_format=fmt))
     core = model.module if hasattr(model, "module") else model
     opt = _optimizer(model.parameters(), st)
     loss_cfg = _loss_config(config, st)
     depth_range = DepthRange(*config["targets"]["depth_range"])
-    from pose.losses import c2f_loss
 
     steps = max(1, len(loader))
     total = st["iterations"] or st["epochs"] * steps
     epochs = math.ceil(total / steps)
     start_epoch, it, curve = 0, 0, []
 
-    resume = ray.train.get_checkpoint()
-    if resume is not None:  # restart after a worker failure within the same run
-        with resume.as_directory() as d:
+    if wc.resume_dir is not None:  # restart after a worker failure within the same run
+        with wc.resume_dir() as d:
             state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=True)
             ck = torch.load(Path(d, "model.pt"), map_location="cpu", weights_only=True)
         core.load_state_dict(ck["model"])
@@ -352,9 +417,9 @@ def train_func(config: dict[str, Any]) -> None:
     if rank == 0:
         src = config["init_checkpoint"] or "scratch"
         print(f"{tag} d2={config['d2']} from {src}; {len(train_ds)} train / {int(config['data']['val_size'])} val "
-              f"samples, {world} worker(s) x batch {per_worker}, {epochs} epoch(s) x {steps} it "
+              f"samples, {world} worker(s) x batch {per_worker} on {device}, {epochs} epoch(s) x {steps} it "
               f"({total} iterations), {st['optimizer']} lr {st['lr']:g}, loss {st['loss']} ratio_3d "
-              f"{st['ratio_3d']:g}", flush=True)
+              f"{st['ratio_3d']:g}{', bf16 autocast' if bf16 else ''}", flush=True)
 
     model.train()
     for epoch in range(start_epoch, epochs):
@@ -370,8 +435,9 @@ def train_func(config: dict[str, Any]) -> None:
             lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"])
             for g in opt.param_groups:
                 g["lr"] = lr
-            hm2d, vol = model(batch["image"])
-            loss, parts = c2f_loss(hm2d, vol, batch, loss_cfg)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                hm2d, vol = model(batch["image"].contiguous(memory_format=fmt))
+            loss, parts = c2f_loss(hm2d.float(), vol.float(), batch, loss_cfg)  # losses in fp32
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{tag} loss is {loss.item()} at iteration {it} (lower lr?)")
             opt.zero_grad(set_to_none=True)
@@ -409,7 +475,7 @@ def train_func(config: dict[str, Any]) -> None:
             if run is not None:
                 run.log(metrics, step=it)
         with tempfile.TemporaryDirectory(prefix="c2f-ckpt-") as tmp:
-            ckpt = None
+            ckpt_dir = None
             if rank == 0:
                 save_checkpoint(
                     Path(tmp, "model.pt"), core, depth_range=list(config["targets"]["depth_range"]),
@@ -421,7 +487,7 @@ def train_func(config: dict[str, Any]) -> None:
                 torch.save({"optimizer": opt.state_dict(), "epoch": epoch + 1, "iteration": it, "curve": curve},
                            Path(tmp, "train_state.pt"))
                 _write_curve(Path(tmp, "curve.csv"), curve)
-                ckpt = Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+                ckpt_dir = Path(tmp)
+            wc.report(metrics, ckpt_dir)
     if run is not None:
         run.finish()
