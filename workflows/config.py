@@ -501,7 +501,7 @@ def _curriculum(per_stage: Callable[[int], dict[str, Any]]) -> dict[str, dict[st
 
 #: iterations per stage of the default profile (batch 16): most in the first stage, where the
 #: backbone learns 2D from scratch; later stages refit the re-initialised heatmap2 and refine.
-DEFAULT_ITERATIONS = {2: 1200, 4: 300, 8: 300, 16: 300, 32: 300, 64: 400}
+DEFAULT_ITERATIONS = {2: 700, 4: 250, 8: 250, 16: 250, 32: 250, 64: 300}
 
 
 def _default_stage(d2: int) -> dict[str, Any]:
@@ -563,7 +563,9 @@ def make_profile(name: str) -> dict[str, Any]:
     }
     if name == "default":
         prof = {
-            "model": {"preset": "tiny"},
+            # 128-px crops (32x32 heatmaps): ~1.7x the time per iteration of 64 px on CPU but far
+            # better per iteration (benchmarks/README.md, accuracy_budget.py), so fewer iterations
+            "model": {"preset": "tiny", "input_size": 128},
             # 8,000 frames (6,600 train / 1,344 test): twice `pose synth`'s default; the same
             # iterations generalise better to the unseen test actions (README "Measured")
             "data": {"source": "embedded", "layout": "auto", "synth_frames": 8000, "synth_seed": 0,
