@@ -77,11 +77,11 @@ def variant_config(args: argparse.Namespace, spec: str) -> dict[str, Any]:
     """The validated stages.yaml mapping of one variant (its stage has no init)."""
     import yaml
 
-    from workflows.config import make_profile, validate
+    from workflows.config import ConfigError, make_profile, validate
 
     cfg = make_profile(args.profile)
     if args.stage not in cfg["train"]:
-        raise SystemExit(f"error: --stage: {args.stage!r} not in profile {args.profile!r} ({', '.join(cfg['train'])})")
+        raise ConfigError(f"--stage: {args.stage!r} not in profile {args.profile!r} ({', '.join(cfg['train'])})")
     cfg["train"] = {args.stage: {**cfg["train"][args.stage], "init": None}}
     cfg["tune"]["stage"] = args.stage  # the sweep section must name a stage that is left
     st = cfg["train"][args.stage]
@@ -92,7 +92,7 @@ def variant_config(args: argparse.Namespace, spec: str) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            raise SystemExit(f"error: --variant {name}: expected key=value, got {pair!r}")
+            raise ConfigError(f"--variant {name}: expected key=value, got {pair!r}")
         value = yaml.safe_load(raw)
         section, dot, field = key.partition(".")
         if dot and section in ("model", "targets", "data"):

@@ -186,3 +186,24 @@ def test_bf16_autocast_trains_in_fp32_weights(tmp_path, micro_packed):
     assert all(b["model"][k].dtype == a[k].dtype for k in a)
     assert 0 < max(diffs) < 2e-2  # two Adam steps of lr 2e-3: each weight moves at most ~4e-3 per run
     assert all(np.isfinite(r["loss"]) for r in low.reports + ref.reports)
+
+
+def test_accuracy_budget_benchmark_runs(run_cli, tmp_path, micro_packed):
+    """benchmarks/accuracy_budget.py trains variants with the same loop and reports their curves;
+    a bad variant is one line before any work."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy_budget.py"
+    base = [sys.executable, script, "--profile", "micro", "--stage", "d2_04", "--iterations", "3", "--val-size", "8",
+            "--data", micro_packed, "--out", tmp_path / "runs"]
+    r = run_cli([*base, "--variant", "a", "--variant", "b lr=0.01 targets.sigma_2d=1", "--parallel", "2",
+                 "--json", tmp_path / "out.json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = {x["name"]: x for x in json.loads((tmp_path / "out.json").read_text())["results"]}
+    assert set(res) == {"a", "b"}
+    assert res["b"]["stage"]["lr"] == 0.01 and res["b"]["sigma_2d"] == 1.0 and res["a"]["stage"]["lr"] == 0.002
+    for x in res.values():
+        assert x["final"]["iteration"] == 3 and 0 < x["final"]["val_mpjpe"] < 5000
+        assert (tmp_path / "runs" / x["name"] / "model.pt").is_file()
+    bad = run_cli([*base, "--variant", "c optimizer=lbfgs"], cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: --variant c: train.d2_04.optimizer: must be one of ['rmsprop', 'adam', 'sgd'], got 'lbfgs'"]
