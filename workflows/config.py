@@ -22,7 +22,7 @@ Layout (every section is a mapping; unknown keys are errors)::
 Profiles: ``stages.yaml`` holds the *active* settings (what ``dvc repro`` runs, and what DVC tracks
 per stage: ``train@d2_16`` depends only on ``train.d2_16`` plus the shared ``model``/``targets``/
 ``data`` sections). The named profiles live in :data:`PROFILES` (``default``: the whole curriculum on
-the embedded dataset on 2 CPU cores in ~15 min; ``full``: the seed's recipe for GPUs; ``micro``: a
+the embedded dataset on 2 CPU cores in ~15 min of training; ``full``: the seed's recipe for GPUs; ``micro``: a
 seconds-long smoke run for tests). Switch with::
 
     python -m workflows.config --profile full --write stages.yaml

@@ -2,7 +2,9 @@
 ``workflows/tune.py``.
 
 ``train_func(config)`` runs inside every Ray Train worker (``TorchTrainer(train_func,
-train_loop_config=config, ...)``). ``config`` is the plain dict made by :func:`build_train_config`:
+train_loop_config=config, ...)``); it is ``run_worker(config, ray_context())``, and
+``run_worker(config, local_context("cuda"))`` runs the same loop in one process without Ray
+(``benchmarks/accuracy_budget.py``, ``tests/test_cuda.py``). ``config`` is the plain dict made by :func:`build_train_config`:
 
     stage, d2               stage key ("d2_16") and its depth bins
     stage_cfg               the stage's validated stages.yaml entry (lr, ratio_3d, heatmap2_std,
