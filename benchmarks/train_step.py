@@ -64,7 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.d2 < 1:
         p.error(f"--d2 must be >= 1, got {args.d2}")
     if args.memory_format == "auto":
-        args.memory_format = "channels_last" if args.device == "cpu" else "contiguous"
+        import torch
+
+        from workflows.train_loop import memory_format_for
+
+        fmt = memory_format_for(torch.device(args.device))
+        args.memory_format = "channels_last" if fmt == torch.channels_last else "contiguous"
     if args.batch is None:
         args.batch = DEFAULT_BATCH[args.size]
     for name in ("batch", "repeats", "rounds"):
@@ -147,7 +152,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     def step() -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            hm2d, vol = model(images)
+            hm2d, vol = model(images)  # as workflows.train_loop.forward, with --memory-format's layout
         loss = losses(hm2d.float(), vol.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,10 @@ __all__ = [
     "build_train_config",
     "check_inputs",
     "effective_stage",
+    "forward",
     "local_context",
     "make_model",
+    "memory_format_for",
     "ray_context",
     "run_worker",
     "train_func",
@@ -322,6 +324,7 @@ class WorkerContext:
     prepare_loader: Callable[[torch.utils.data.DataLoader], Any]
     report: Callable[[dict[str, Any], Path | None], None]
     resume_dir: Callable[[], AbstractContextManager[str]] | None = None
+    reports: list[dict[str, Any]] = field(default_factory=list)  # filled by local_context's report
 
 
 def ray_context() -> WorkerContext:
@@ -354,10 +357,23 @@ def local_context(device: str | torch.device = "cpu", out_dir: str | Path | None
         if checkpoint_dir is not None and out_dir is not None:
             shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
 
-    ctx = WorkerContext(rank=0, world=1, device=torch.device(device), prepare_model=lambda m: m.to(device),
-                        prepare_loader=lambda loader: loader, report=report)
-    ctx.reports = reports  # type: ignore[attr-defined]
-    return ctx
+    return WorkerContext(rank=0, world=1, device=torch.device(device), prepare_model=lambda m: m.to(device),
+                         prepare_loader=lambda loader: loader, report=report, reports=reports)
+
+
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """Layout of weights and input for training on ``device``: NHWC on CPU (oneDNN convolutions run
+    the tiny model's step 15-22 % faster), NCHW on CUDA (NHWC was 5-26 % slower on an H200;
+    benchmarks/README.md)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def forward(model: torch.nn.Module, images: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training forward pass: (hm2d, vol) in fp32, computed under bf16 autocast when ``bf16``
+    (the losses then run in fp32)."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        hm2d, vol = model(images.contiguous(memory_format=memory_format_for(images.device)))
+    return hm2d.float(), vol.float()
 
 
 def train_func(config: dict[str, Any]) -> None:
@@ -391,10 +407,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(per_worker, 16), shuffle=False, num_workers=0)
     loader = wc.prepare_loader(loader)
 
-    # NHWC on CPU: oneDNN convolutions run the tiny model's step 15-22 % faster; on CUDA it was
-    # 5-26 % slower (H200, benchmarks/README.md), so GPUs keep the default layout
-    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    model = wc.prepare_model(model.to(memory_format=fmt))
+    model = wc.prepare_model(model.to(memory_format=memory_format_for(device)))
     core = model.module if hasattr(model, "module") else model
     opt = _optimizer(model.parameters(), st)
     loss_cfg = _loss_config(config, st)
@@ -437,9 +450,8 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
             lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"])
             for g in opt.param_groups:
                 g["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                hm2d, vol = model(batch["image"].contiguous(memory_format=fmt))
-            loss, parts = c2f_loss(hm2d.float(), vol.float(), batch, loss_cfg)  # losses in fp32
+            hm2d, vol = forward(model, batch["image"], bf16)
+            loss, parts = c2f_loss(hm2d, vol, batch, loss_cfg)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{tag} loss is {loss.item()} at iteration {it} (lower lr?)")
             opt.zero_grad(set_to_none=True)
