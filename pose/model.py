@@ -63,6 +63,7 @@ __all__ = [
     "ModelConfig",
     "Residual",
     "expand_from",
+    "conv1x1_nchw",
     "flip_back",
     "forward_flip_test",
     "load_checkpoint",
@@ -306,9 +307,28 @@ class C2FPoseNet(nn.Module):
         l2 = self.lin1(self.hg1(feat))
         out1 = self.heatmap1(l2)
         inter = self.merge_heatmap(out1) + self.merge_features(torch.cat([l2, pool], dim=1))
-        out2 = self.heatmap2(self.lin2(self.hg2(inter)))
+        out2 = conv1x1_nchw(self.heatmap2, self.lin2(self.hg2(inter)))
         hm2d = out1 if cfg.d1 == 1 else out1.reshape(B, J, cfg.d1, H, H)
         return hm2d, out2.reshape(B, J, cfg.d2, H, H)
+
+
+def conv1x1_nchw(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)`` for a 1×1 ``conv`` as one batched matmul whose output is contiguous NCHW, whatever
+    ``x``'s memory format. (B, C, H, W) → (B, O, H, W).
+
+    Used for ``heatmap2``, whose output (B, J·d2, H, W) is the largest tensor of the model (17·64
+    channels at d2 = 64): a channels-last conv output would be copied to NCHW for the volume view
+    and its gradient copied back; as a matmul the head's forward + backward costs less than half
+    of the conv's on CPU (benchmarks/README.md).
+    """
+    B, C, H, W = x.shape
+    w = conv.weight.reshape(conv.out_channels, C)
+    x = x.reshape(B, C, H * W)  # a view in either memory format
+    if conv.bias is not None:  # bias as an extra input channel of ones: no separate pass over the output
+        w = torch.cat([w, conv.bias[:, None]], dim=1)
+        x = torch.cat([x, x.new_ones(B, 1, H * W)], dim=1)
+    out = torch.bmm(w.expand(B, -1, -1), x)  # (B, O, H·W)
+    return out.reshape(B, conv.out_channels, H, W)
 
 
 def flip_back(t: Tensor, flip_perm: tuple[int, ...] | list[int]) -> Tensor:

@@ -15,6 +15,7 @@ from pose.model import (
     BatchStatsNorm2d,
     C2FPoseNet,
     ModelConfig,
+    conv1x1_nchw,
     expand_from,
     load_checkpoint,
     save_checkpoint,
@@ -56,6 +57,24 @@ def test_volume_channel_layout_is_joint_major() -> None:
         _, vol = model(torch.randn(2, 3, 32, 32))
     assert vol[1, 5, 3, 0, 0].item() == 5 * 4 + 3
     assert vol[0, 16, 0, 7, 7].item() == 16 * 4
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_conv1x1_nchw_matches_conv_and_its_gradients(fmt) -> None:
+    """heatmap2 as a batched matmul: same values and gradients as the conv, NCHW-contiguous output."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 12, 1).double()
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64).to(memory_format=fmt).requires_grad_()
+    g = torch.randn(3, 12, 5, 5, dtype=torch.float64)
+    out = conv1x1_nchw(conv, x)
+    assert out.is_contiguous()
+    ref = conv(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    grads = torch.autograd.grad((out * g).sum(), (x, conv.weight, conv.bias))
+    refs = torch.autograd.grad((ref * g).sum(), (x, conv.weight, conv.bias))
+    for a, b in zip(grads, refs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert grads[2][4].item() == pytest.approx(g[:, 4].sum().item())
 
 
 def test_full_preset_widths_match_spec() -> None:
