@@ -62,8 +62,8 @@ __all__ = [
     "Hourglass",
     "ModelConfig",
     "Residual",
-    "expand_from",
     "conv1x1_nchw",
+    "expand_from",
     "flip_back",
     "forward_flip_test",
     "load_checkpoint",
@@ -321,6 +321,10 @@ def conv1x1_nchw(conv: nn.Conv2d, x: Tensor) -> Tensor:
     and its gradient copied back; as a matmul the head's forward + backward costs less than half
     of the conv's on CPU (benchmarks/README.md).
     """
+    if (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) != ((1, 1), (1, 1), (0, 0), (1, 1), 1):
+        raise ValueError(f"conv: expected a plain 1x1 conv (stride 1, no padding, dilation 1, groups 1), got {conv}")
+    if x.ndim != 4 or x.shape[1] != conv.in_channels:
+        raise ValueError(f"x: expected shape (B, {conv.in_channels}, H, W), got {tuple(x.shape)}")
     B, C, H, W = x.shape
     w = conv.weight.reshape(conv.out_channels, C)
     x = x.reshape(B, C, H * W)  # a view in either memory format

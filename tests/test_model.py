@@ -77,6 +77,13 @@ def test_conv1x1_nchw_matches_conv_and_its_gradients(fmt) -> None:
     assert grads[2][4].item() == pytest.approx(g[:, 4].sum().item())
 
 
+def test_conv1x1_nchw_rejects_other_convs_and_shapes() -> None:
+    with pytest.raises(ValueError, match="plain 1x1 conv"):
+        conv1x1_nchw(torch.nn.Conv2d(8, 12, 3, padding=1), torch.randn(1, 8, 5, 5))
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, 8, H, W\), got \(1, 7, 5, 5\)"):
+        conv1x1_nchw(torch.nn.Conv2d(8, 12, 1), torch.randn(1, 7, 5, 5))
+
+
 def test_full_preset_widths_match_spec() -> None:
     cfg = ModelConfig.preset("full")
     assert (cfg.features, cfg.input_size, cfg.hourglass_depth, cfg.output_size) == (256, 256, 4, 64)
