@@ -4,7 +4,8 @@
 - ``cli_env``: environment for subprocesses: the running interpreter's ``bin`` first on PATH (so
   ``python``, ``dvc``, ``ray``, ``pose`` are this venv's), one consistent Ray auth mode, no usage
   stats, no inherited ``RAY_ADDRESS`` (tests never attach to a cluster by accident).
-- ``run_cli``: ``run_cli(argv, cwd=..., timeout=...)`` → CompletedProcess (text, captured).
+- ``run_cli``: ``run_cli(argv, cwd=..., timeout=...)`` → CompletedProcess (text, captured); past the
+  timeout an AssertionError carrying the ends of the process's stdout and stderr.
 - ``scratch_repo``: ``scratch_repo()`` → a fresh git repository holding a copy of the working tree
   (tracked + untracked, not ignored files; no outputs/ or .venv), one commit made.
 - ``micro_packed``: session-wide tiny packed dataset (``pose synth`` + ``pose prepare``) → the folder
@@ -53,12 +54,23 @@ def cli_env() -> dict[str, str]:
 def run_cli(cli_env) -> Callable[..., subprocess.CompletedProcess]:
     def run(argv: list[str], cwd: str | Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(a) for a in argv], cwd=str(cwd or REPO), env={**cli_env, **(env or {})},
-            capture_output=True, text=True, timeout=timeout,
-        )
+        try:
+            return subprocess.run(
+                [str(a) for a in argv], cwd=str(cwd or REPO), env={**cli_env, **(env or {})},
+                capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:  # show what it was doing, not only the command
+            out, err = (_tail(exc.output), _tail(exc.stderr))
+            raise AssertionError(f"{' '.join(map(str, argv))} still running after {timeout:g} s\n"
+                                 f"--- stdout (end) ---\n{out}\n--- stderr (end) ---\n{err}") from None
 
     return run
+
+
+def _tail(text: str | bytes | None, n: int = 4000) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return (text or "")[-n:]
 
 
 def _copy_tree(dst: Path) -> None:

@@ -65,7 +65,7 @@ def _one_error_line(r) -> str:
 def test_help_explains(run_cli):
     r = run_cli([sys.executable, TUNE, "--help"], timeout=120)
     assert r.returncode == 0, r.stderr
-    for word in ("--d2", "--num-samples", "--max-concurrent", "--epochs", "--apply", "--best", "ASHA", "wandb",
+    for word in ("--d2", "--num-samples", "--max-concurrent", "--epochs", "--apply", "--best", "--stall-timeout", "ASHA", "wandb",
                  "best_params.json", "tune:", "loguniform", "offline-run-", "wandb sync", "dvc repro"):
         assert word in r.stdout, word
 
@@ -95,6 +95,8 @@ def test_bad_budget_and_apply_without_sweep(run_cli, tmp_path):
     root = _root(tmp_path)
     line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--num-samples", 0))
     assert "--num-samples must be >= 1" in line
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--stall-timeout", 0))
+    assert "--stall-timeout must be >= 1" in line
     before = (root / "stages.yaml").read_text()
     line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--apply"))
     assert "no sweep results" in line and "d2_04/best_params.json" in line
@@ -115,8 +117,10 @@ def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
     _previous_checkpoint(root)
     epochs, samples = 2, 3
     t0 = time.time()
+    # --stall-timeout: a sweep that hangs fails with what it waits for (over twice a trial's
+    # worker-group start-up limit, 300 s, so a retried start-up can still finish)
     r = _tune(run_cli, root, "--d2", 4, "--num-samples", samples, "--epochs", epochs, "--max-concurrent", 2,
-              "--data", micro_packed, timeout=1200)
+              "--data", micro_packed, "--stall-timeout", 660, timeout=1200)
     wall = time.time() - t0
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     print(f"sweep of {samples} trials x {epochs} epochs: {wall:.0f} s")
@@ -190,3 +194,20 @@ def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
     from workflows.config import load_config
 
     assert load_config(copy)["train"]["d2_04"]["ratio_3d"] == pytest.approx(best["params"]["ratio_3d"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_stalled_sweep_stops_with_one_line(run_cli, tmp_path, micro_packed):
+    """--stall-timeout shorter than a trial's start-up: the sweep aborts (without waiting out Ray's 30-min
+    wait for the trials' wandb writers) with one line naming the unfinished trials and the cluster
+    state; no results written."""
+    root = _root(tmp_path)
+    _previous_checkpoint(root)
+    r = _tune(run_cli, root, "--d2", 4, "--num-samples", 2, "--epochs", 1, "--max-concurrent", 2,
+              "--data", micro_packed, "--stall-timeout", 5, timeout=600)
+    assert r.returncode == 1, r.stdout[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tune d2_04: no trial started, reported or ended for "), last
+    assert "(--stall-timeout 5)" in last and "unfinished: " in last and "RUNNING" in last, last
+    assert "cluster: CPU " in last and "placement groups: " in last, last
+    assert not (root / "outputs" / "tune").exists()

@@ -109,6 +109,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="do not sweep: write the best parameters of a finished sweep into stages.yaml")
     p.add_argument("--best", default=None,
                    help="best-parameters file for --apply (default: <root>/outputs/tune/d2_XX/best_params.json)")
+    p.add_argument("--stall-timeout", type=float, default=None, metavar="S",
+                   help="abort the sweep with an error when no trial has started, reported or ended for S\n"
+                   "seconds (default: no limit; set it above the longest epoch)")
     return p
 
 
@@ -148,7 +151,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     num_samples = tcfg["num_samples"] if args.num_samples is None else args.num_samples
     max_conc = tcfg["max_concurrent"] if args.max_concurrent is None else args.max_concurrent
     for flag, v in (("--num-samples", num_samples), ("--max-concurrent", max_conc), ("--epochs", args.epochs),
-                    ("--num-workers", args.num_workers)):
+                    ("--num-workers", args.num_workers), ("--stall-timeout", args.stall_timeout)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
     st = cfg["train"][key]
@@ -185,12 +188,16 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     trainable = _make_trainable(base, storage, args.num_workers, bool(use_gpu), float(cfg["ray"]["cpus_per_worker"]),
                                 ledger=ledger_name)
     callbacks: list[Any] = [_release_callback(ledger)]
+    if args.stall_timeout:
+        callbacks.append(_stall_watchdog(float(args.stall_timeout)))
     group = f"tune-{key}-{stamp}"
     if mode != "disabled":
         callbacks.append(_wandb_callback(
             project=cfg["wandb"]["project"], group=group, entity=cfg["wandb"]["entity"], mode=mode,
             dir=str(wandb_dir), log_config=True, job_type=f"tune-{key}",
             excludes=["checkpoint_dir_name", "should_checkpoint"],
+            # Ray waits up to this long for each trial's wandb actor at the end (its default: 30 min)
+            upload_timeout=_WANDB_FLUSH_TIMEOUT_S if mode == "offline" else 1800,
         ))
     asha = ASHAScheduler(
         time_attr="training_iteration", max_t=int(epochs),
@@ -206,7 +213,13 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, search "
           f"{', '.join(space)}; wandb {mode} group {group}", flush=True)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except Exception as exc:  # noqa: BLE001 - Tune wraps a callback's error; show ours in one line
+        stalled = _find_cause(exc, SweepStalled)
+        if stalled is None:
+            raise
+        raise UserError(f"tune {key}: {stalled}") from None
     summary = _summarise(grid, key, tcfg, list(space), epochs, group, mode, sweep_name, time.time() - t0)
     out = outputs_dir(root, "tune", key)
     _write_results(summary, out)
@@ -241,7 +254,7 @@ def _make_trainable(base: dict[str, Any], storage: str, num_workers: int, use_gp
 
     def trial(sampled: dict[str, Any]) -> None:
         from ray import tune
-        from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -257,7 +270,12 @@ def _make_trainable(base: dict[str, Any], storage: str, num_workers: int, use_gp
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
             run_config=RunConfig(name=name, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=1),
-                                 callbacks=[TuneReportCallback()]),
+                                 callbacks=[TuneReportCallback()],
+                                 # Train V2 retries a worker group that cannot start forever by default
+                                 # (controller_failure_limit=-1): a trial whose CPUs never come free
+                                 # would hold the sweep; fail it instead (ASHA goes on with the others)
+                                 failure_config=FailureConfig(max_failures=0,
+                                                              controller_failure_limit=_START_RETRIES)),
         )
         trainer.fit()
 
@@ -296,6 +314,8 @@ def _trial_train_func(config: dict[str, Any]) -> None:
 _LEDGER_NAMESPACE = "c2f-pose-tune"
 _RELEASE_AFTER_S = 3.0  # after a trial completes: its actor (and so its controller) is gone by then
 _WATCH_S = 60.0  # keep removing groups registered late by a dying controller for this long
+_START_RETRIES = 1  # worker-group start-up retries of a trial (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
+_WANDB_FLUSH_TIMEOUT_S = 120  # offline: how long the end of the sweep waits for a trial's wandb writer
 
 
 class _PlacementGroupLedger:
@@ -369,6 +389,64 @@ def _release_callback(ledger_actor):
     return _ReleaseTrainPlacementGroups()
 
 
+class SweepStalled(RuntimeError):
+    """Raised by the stall watchdog: no trial event for ``--stall-timeout`` seconds."""
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of type ``kind`` in its ``__cause__``/``__context__`` chain."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _stall_watchdog(limit_s: float):
+    """Driver-side Tune callback raising :class:`SweepStalled` when no trial has started, reported a
+    result, completed or failed for ``limit_s`` seconds; the message names the unfinished trials and
+    the free CPUs/GPUs and placement groups of the cluster (what a stuck trial usually waits for)."""
+    from ray.tune import Callback
+
+    class _StallWatchdog(Callback):
+        def __init__(self) -> None:
+            self._last = time.monotonic()
+
+        def _event(self, *args, **kwargs) -> None:
+            self._last = time.monotonic()
+
+        on_trial_start = on_trial_result = on_trial_complete = on_trial_error = _event
+
+        def on_step_begin(self, iteration, trials, **info):
+            idle = time.monotonic() - self._last
+            if idle < limit_s:
+                return
+            waiting = [f"{t.trial_id} {t.status}" for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")]
+            raise SweepStalled(f"no trial started, reported or ended for {idle:.0f} s (--stall-timeout "
+                               f"{limit_s:g}); unfinished: {', '.join(waiting) or 'none'}; {_cluster_state()}")
+
+    return _StallWatchdog()
+
+
+def _cluster_state() -> str:
+    """One line: free/total CPUs (and GPUs) and the placement groups by state."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    try:
+        free, total = ray.available_resources(), ray.cluster_resources()
+        res = ", ".join(f"{k} {free.get(k, 0):g}/{total[k]:g} free" for k in ("CPU", "GPU") if k in total)
+        states: dict[str, int] = {}
+        for pg in placement_group_table().values():
+            states[pg.get("state", "?")] = states.get(pg.get("state", "?"), 0) + 1
+        groups = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+        return f"cluster: {res}; placement groups: {groups}"
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        return f"cluster state unavailable ({type(exc).__name__})"
+
+
 def _wandb_callback(**kwargs):
     """Ray's driver-side ``WandbLoggerCallback`` whose per-trial logging actor waits for wandb to write.
 
@@ -386,6 +464,14 @@ def _wandb_callback(**kwargs):
 
     class _FlushingWandbLoggerCallback(WandbLoggerCallback):
         _logger_actor_cls = _FlushingWandbLoggingActor
+
+        def on_experiment_end(self, trials, **info):
+            # A trial ended without Tune's trial-end event (the sweep aborted) never tells its actor
+            # to finish, and Ray would wait out upload_timeout for it: tell every actor now (a
+            # second END after the one it already got is never read).
+            for trial in list(self._trial_logging_actors):
+                self._signal_logging_actor_stop(trial=trial)
+            super().on_experiment_end(trials, **info)
 
     return _FlushingWandbLoggerCallback(**kwargs)
 
