@@ -5,7 +5,8 @@
   ``python``, ``dvc``, ``ray``, ``pose`` are this venv's), one consistent Ray auth mode, no usage
   stats, no inherited ``RAY_ADDRESS`` (tests never attach to a cluster by accident).
 - ``run_cli``: ``run_cli(argv, cwd=..., timeout=...)`` → CompletedProcess (text, captured); past the
-  timeout an AssertionError carrying the ends of the process's stdout and stderr.
+  timeout an AssertionError carrying the ends of the process's stdout and stderr and the busiest
+  processes of the machine.
 - ``scratch_repo``: ``scratch_repo()`` → a fresh git repository holding a copy of the working tree
   (tracked + untracked, not ignored files; no outputs/ or .venv), one commit made.
 - ``micro_packed``: session-wide tiny packed dataset (``pose synth`` + ``pose prepare``) → the folder
@@ -62,7 +63,8 @@ def run_cli(cli_env) -> Callable[..., subprocess.CompletedProcess]:
         except subprocess.TimeoutExpired as exc:  # show what it was doing, not only the command
             out, err = (_tail(exc.output), _tail(exc.stderr))
             raise AssertionError(f"{' '.join(map(str, argv))} still running after {timeout:g} s\n"
-                                 f"--- stdout (end) ---\n{out}\n--- stderr (end) ---\n{err}") from None
+                                 f"--- stdout (end) ---\n{out}\n--- stderr (end) ---\n{err}\n"
+                                 f"--- busiest processes ---\n{_top_processes()}") from None
 
     return run
 
@@ -71,6 +73,17 @@ def _tail(text: str | bytes | None, n: int = 4000) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return (text or "")[-n:]
+
+
+def _top_processes(n: int = 15) -> str:
+    """``ps`` lines of the ``n`` processes using most CPU, with their niceness (Ray workers run at
+    nice 15, so a busy process at nice 0 starves them)."""
+    try:
+        r = subprocess.run(["ps", "-eo", "pid,ni,pcpu,etime,args", "--sort=-pcpu"], capture_output=True,
+                           text=True, timeout=30)
+        return "\n".join(line[:200] for line in r.stdout.splitlines()[: n + 1])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"(ps failed: {exc})"
 
 
 def _copy_tree(dst: Path) -> None:

@@ -431,7 +431,7 @@ def _stall_watchdog(limit_s: float):
 
 
 def _cluster_state() -> str:
-    """One line: free/total CPUs (and GPUs) and the placement groups by state."""
+    """One line: free/total CPUs (and GPUs), the placement groups by state, this machine's load."""
     import ray
     from ray.util.placement_group import placement_group_table
 
@@ -442,7 +442,8 @@ def _cluster_state() -> str:
         for pg in placement_group_table().values():
             states[pg.get("state", "?")] = states.get(pg.get("state", "?"), 0) + 1
         groups = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
-        return f"cluster: {res}; placement groups: {groups}"
+        load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+        return f"cluster: {res}; placement groups: {groups}{load}"
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         return f"cluster state unavailable ({type(exc).__name__})"
 
