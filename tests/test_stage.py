@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,20 @@ def test_missing_previous_checkpoint(run_cli, tmp_path, micro_packed):
     line = _one_error_line(_stage(run_cli, root, 16))
     assert "previous stage checkpoint not found" in line and "d2_08/model.pt" in line
     assert not (root / "outputs" / "stages" / "d2_16").exists()
+
+
+def test_more_than_this_machine_has(run_cli, tmp_path, micro_packed):
+    """A private local Ray cannot grow: asking for more CPUs/GPUs than the machine has is one line
+    before Ray starts (Ray Train would wait for them for ever)."""
+    root = _root(tmp_path, micro_packed)
+    n = (os.cpu_count() or 1) + 1
+    line = _one_error_line(_stage(run_cli, root, 2, "--num-workers", n))
+    assert f"stage d2_02 ({n} worker(s)) needs {n} CPU (this machine has {n - 1})" in line, line
+    assert "--num-workers" in line and "RAY_ADDRESS" in line
+    if not torch.cuda.is_available():
+        line = _one_error_line(_stage(run_cli, root, 2, "--use-gpu"))
+        assert "needs 1 GPU (this machine has 0): drop --use-gpu" in line, line
+    assert not (root / "outputs" / "stages").exists() and not (root / "outputs" / "ray").exists()
 
 
 def test_make_model_starts_from_previous_weights(tmp_path):

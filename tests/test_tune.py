@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -89,6 +90,15 @@ def test_missing_previous_checkpoint(run_cli, tmp_path):
     line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--data", _fake_data(tmp_path)))
     assert "previous stage checkpoint not found" in line and "d2_02/model.pt" in line
     assert not (root / "outputs" / "tune").exists() and not (root / "outputs" / "ray").exists()
+
+
+def test_trial_larger_than_this_machine(run_cli, tmp_path, micro_packed):
+    root = _root(tmp_path)
+    _previous_checkpoint(root)
+    n = (os.cpu_count() or 1) + 1
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--num-workers", n, "--data", micro_packed))
+    assert f"a trial of d2_04 ({n} worker(s)) needs " in line and "CPU (this machine has" in line, line
+    assert not (root / "outputs" / "ray").exists() and not (root / "outputs" / "tune").exists()
 
 
 def test_bad_budget_and_apply_without_sweep(run_cli, tmp_path):

@@ -27,6 +27,7 @@ import torch
 
 __all__ = [
     "UserError",
+    "check_capacity",
     "decode_poses",
     "init_ray",
     "outputs_dir",
@@ -103,6 +104,21 @@ def init_ray(num_cpus: float | None = None, env_vars: Mapping[str, str] | None =
         kwargs["ignore_reinit_error"] = True
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     ray.init(**kwargs)
+
+
+def check_capacity(need: Mapping[str, float], what: str) -> None:
+    """Before :func:`init_ray`: raise :class:`UserError` when ``need`` (e.g. ``{"CPU": 4, "GPU": 0}``)
+    exceeds what the private local Ray instance would have (this machine's CPUs and CUDA devices) —
+    Ray Train would otherwise wait for the resources for ever. No check when ``RAY_ADDRESS`` names
+    a cluster, which may have or add them."""
+    if (os.environ.get("RAY_ADDRESS") or "local") != "local":
+        return
+    total = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    short = {k: v for k, v in need.items() if v > 0 and v > total.get(k, 0) + 1e-9}
+    if short:
+        hint = "drop --use-gpu" if "CPU" not in short else "lower --num-workers or ray.cpus_per_worker"
+        have = ", ".join(f"{v:g} {k} (this machine has {total.get(k, 0):g})" for k, v in short.items())
+        raise UserError(f"{what} needs {have}: {hint}, or set RAY_ADDRESS to a cluster that has them")
 
 
 def ray_storage(root: Path) -> tuple[str, bool]:

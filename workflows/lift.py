@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from workflows.common import (
     UserError,
+    check_capacity,
     init_ray,
     outputs_dir,
     project_root,
@@ -279,6 +280,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    check_capacity({"CPU": cpus}, f"lift {args.mode}")
     init_ray()
     storage, local_storage = ray_storage(root)
     trainer = TorchTrainer(

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from workflows.common import (
     UserError,
+    check_capacity,
     init_ray,
     outputs_dir,
     project_root,
@@ -113,12 +114,13 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
 
     from workflows.train_loop import train_func
 
-    init_ray()
-    # Checkpoints are fetched back from the Ray storage to publish the stage outputs.
-    storage, local_storage = ray_storage(root)
     resources = {"CPU": float(cfg["ray"]["cpus_per_worker"])}
     if use_gpu:
         resources["GPU"] = 1.0
+    check_capacity({k: v * num_workers for k, v in resources.items()}, f"stage {key} ({num_workers} worker(s))")
+    init_ray()
+    # Checkpoints are fetched back from the Ray storage to publish the stage outputs.
+    storage, local_storage = ray_storage(root)
     trainer = TorchTrainer(
         train_func,
         train_loop_config=tc,

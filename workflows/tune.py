@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from workflows.common import (
     UserError,
+    check_capacity,
     init_ray,
     outputs_dir,
     project_root,
@@ -168,6 +169,10 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                               data_dir=Path(args.data).resolve() if args.data else None, wandb=False)
     check_inputs(base)  # data present, previous checkpoint present and of the same model size
     base["epochs"] = int(epochs)
+    per_worker = _worker_resources(float(cfg["ray"]["cpus_per_worker"]), bool(use_gpu))
+    check_capacity({"CPU": _TRIAL_CPU + args.num_workers * per_worker["CPU"],
+                    "GPU": args.num_workers * per_worker.get("GPU", 0.0)},
+                   f"a trial of {key} ({args.num_workers} worker(s))")
 
     storage, _ = ray_storage(root)
     wandb_dir = outputs_dir(root, "wandb")
@@ -205,7 +210,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         reduction_factor=float(tcfg["asha"]["reduction_factor"]),
     )
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": 0.1}),
+        tune.with_resources(trainable, {"CPU": _TRIAL_CPU}),
         param_space=space,
         tune_config=tune.TuneConfig(metric=tcfg["metric"], mode=tcfg["mode"], num_samples=num_samples,
                                     max_concurrent_trials=max_conc, scheduler=asha),
@@ -260,9 +265,7 @@ def _make_trainable(base: dict[str, Any], storage: str, num_workers: int, use_gp
 
         ctx = tune.get_context()
         name = f"train-{ctx.get_trial_name()}"
-        resources = {"CPU": min(cpus, 0.9) if not use_gpu else cpus}
-        if use_gpu:
-            resources["GPU"] = 1.0
+        resources = _worker_resources(cpus, use_gpu)
         config = {**base, **sampled, "run_name": name, "_pg_ledger": ledger, "_trial_id": ctx.get_trial_id()}
         trainer = TorchTrainer(
             _trial_train_func,
@@ -281,6 +284,15 @@ def _make_trainable(base: dict[str, Any], storage: str, num_workers: int, use_gp
 
     trial.__name__ = trial.__qualname__ = key  # trials are named d2_16_<id> (also the wandb run names)
     return trial
+
+
+_TRIAL_CPU = 0.1  # the trial actor itself (it only waits for its Ray Train run)
+
+
+def _worker_resources(cpus: float, use_gpu: bool) -> dict[str, float]:
+    """Resources of one Ray Train worker of a trial: on CPU at most 0.9 CPU, so that a trial
+    (0.1 + 0.9) fits in one core."""
+    return {"CPU": cpus, "GPU": 1.0} if use_gpu else {"CPU": min(cpus, 0.9)}
 
 
 def _trial_train_func(config: dict[str, Any]) -> None:
