@@ -201,8 +201,8 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             project=cfg["wandb"]["project"], group=group, entity=cfg["wandb"]["entity"], mode=mode,
             dir=str(wandb_dir), log_config=True, job_type=f"tune-{key}",
             excludes=["checkpoint_dir_name", "should_checkpoint"],
-            # Ray waits up to this long for each trial's wandb actor at the end (its default: 30 min)
-            upload_timeout=_WANDB_FLUSH_TIMEOUT_S if mode == "offline" else 1800,
+            # offline: nothing to upload, so Ray need not wait its default 30 min for a trial's writer
+            **({"upload_timeout": _WANDB_FLUSH_TIMEOUT_S} if mode == "offline" else {}),
         ))
     asha = ASHAScheduler(
         time_attr="training_iteration", max_t=int(epochs),
