@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "HEATMAP2_INITS",
     "NORMS",
     "PRESETS",
     "STRIDE",
@@ -69,6 +70,7 @@ __all__ = [
     "load_checkpoint",
     "reset_heatmap2",
     "save_checkpoint",
+    "upsample_heatmap2",
 ]
 
 #: Output stride of the network (input pixels per heatmap cell).
@@ -381,22 +383,51 @@ def _state_dict_of(obj: Any, what: str) -> dict[str, Tensor]:
     return obj
 
 
+HEATMAP2_INITS = ("normal", "upsample")
+
+
+def upsample_heatmap2(weight: Tensor, bias: Tensor, num_joints: int, d2_new: int) -> tuple[Tensor, Tensor]:
+    """The previous stage's ``heatmap2`` resampled to ``d2_new`` depth bins (nearest bin).
+
+    weight (J·d_old, C, 1, 1), bias (J·d_old,) → (J·d2_new, C, 1, 1), (J·d2_new,): new bin i takes
+    the weights of the old bin that holds its centre, floor((i + 0.5)·d_old / d2_new), so the new
+    volume starts as the old one resampled along depth (the same depth in mm at every argmax).
+    """
+    rows = weight.shape[0]
+    if rows % num_joints or bias.shape != (rows,):
+        raise ValueError(
+            f"heatmap2 of the previous stage has {rows} output channels (bias {tuple(bias.shape)}), "
+            f"not a multiple of num_joints={num_joints}"
+        )
+    d_old = rows // num_joints
+    idx = ((torch.arange(d2_new, dtype=torch.float64) + 0.5) * d_old / d2_new).floor().long()
+    w = weight.reshape(num_joints, d_old, *weight.shape[1:])[:, idx].reshape(num_joints * d2_new, *weight.shape[1:])
+    b = bias.reshape(num_joints, d_old)[:, idx].reshape(-1)
+    return w.clone(), b.clone()
+
+
 def expand_from(
     model_new: C2FPoseNet,
     prev_state_dict: dict[str, Any],
     heatmap2_std: float,
     generator: torch.Generator | None = None,
+    heatmap2_init: str = "normal",
 ) -> C2FPoseNet:
     """Start a new d2 stage from the previous stage's weights.
 
     Copies every parameter and buffer of ``prev_state_dict`` into ``model_new`` except
     ``heatmap2.*`` (strict on all the others: any missing, unexpected or differently shaped key
-    raises ValueError listing them, e.g. a checkpoint of another model size or norm), then
-    re-initialises ``heatmap2`` from N(0, heatmap2_std) with bias 0. ``prev_state_dict`` may also be
-    a checkpoint dict (its "model" entry is used). Returns ``model_new`` (modified in place).
+    raises ValueError listing them, e.g. a checkpoint of another model size or norm). ``heatmap2``
+    is then, for ``heatmap2_init="normal"`` (the seed), re-initialised from N(0, heatmap2_std) with
+    bias 0; for ``"upsample"``, the previous ``heatmap2`` resampled along depth
+    (:func:`upsample_heatmap2`; ``heatmap2_std`` unused), so the depth learned so far is kept.
+    ``prev_state_dict`` may also be a checkpoint dict (its "model" entry is used). Returns
+    ``model_new`` (modified in place).
     """
     if not isinstance(model_new, C2FPoseNet):
         raise ValueError(f"model_new must be a C2FPoseNet, got {type(model_new).__name__}")
+    if heatmap2_init not in HEATMAP2_INITS:
+        raise ValueError(f"heatmap2_init must be one of {HEATMAP2_INITS}, got {heatmap2_init!r}")
     prev = _state_dict_of(prev_state_dict, "prev_state_dict")
     own = model_new.state_dict()
     keep = {k: v for k, v in prev.items() if not k.startswith("heatmap2.")}
@@ -418,10 +449,22 @@ def expand_from(
             "prev_state_dict does not fit model_new apart from heatmap2 (another model size, depth, "
             "norm or num_joints?); " + "; ".join(parts)
         )
+    if heatmap2_init == "upsample":
+        if "heatmap2.weight" not in prev or "heatmap2.bias" not in prev:
+            raise ValueError("heatmap2_init='upsample' needs heatmap2.weight and heatmap2.bias in prev_state_dict")
+        w, b = upsample_heatmap2(prev["heatmap2.weight"], prev["heatmap2.bias"], model_new.cfg.num_joints,
+                                 model_new.cfg.d2)
+        if w.shape != own["heatmap2.weight"].shape:
+            raise ValueError(f"heatmap2 of the previous stage does not fit: resampled {tuple(w.shape)} vs "
+                             f"model {tuple(own['heatmap2.weight'].shape)} (another model width?)")
     with torch.no_grad():
         for k in wanted:
             own[k].copy_(keep[k])
-    reset_heatmap2(model_new, heatmap2_std, generator)
+        if heatmap2_init == "upsample":
+            model_new.heatmap2.weight.copy_(w)
+            model_new.heatmap2.bias.copy_(b)
+    if heatmap2_init == "normal":
+        reset_heatmap2(model_new, heatmap2_std, generator)
     return model_new
 
 

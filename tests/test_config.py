@@ -145,6 +145,9 @@ def test_bad_choice_and_type(micro):
     bad["train"]["d2_04"]["optimizer"] = "adamw"
     assert "train.d2_04.optimizer: must be one of" in _err(bad)
     bad = copy.deepcopy(micro)
+    bad["train"]["d2_08"]["heatmap2_init"] = "copy"
+    assert "train.d2_08.heatmap2_init: must be one of ['normal', 'upsample'], got 'copy'" in _err(bad)
+    bad = copy.deepcopy(micro)
     bad["train"]["d2_04"]["batch_size"] = 2.5
     assert "train.d2_04.batch_size: must be an integer" in _err(bad)
     micro["model"]["input_size"] = 40  # not a multiple of 4*2**depth: ModelConfig says so
@@ -201,3 +204,13 @@ def test_aug_mapping(micro):
     assert "data.aug.rotation: unknown key" in _err(micro)
     micro["data"]["aug"] = "yes"
     assert "data.aug: must be true, false or a mapping" in _err(micro)
+
+
+def test_config_choices_match_the_library() -> None:
+    from pose.data import AugConfig
+    from pose.model import HEATMAP2_INITS, ModelConfig
+    from workflows import config
+
+    assert config.HEATMAP2_INITS == HEATMAP2_INITS
+    assert set(config.MODEL_FIELDS) <= set(ModelConfig.__dataclass_fields__)
+    assert set(config.AUG_FIELDS) <= set(AugConfig.__dataclass_fields__)

@@ -19,6 +19,7 @@ from pose.model import (
     expand_from,
     load_checkpoint,
     save_checkpoint,
+    upsample_heatmap2,
 )
 
 
@@ -152,6 +153,28 @@ def test_expand_from_wrong_size_lists_keys() -> None:
         expand_from(micro(d2=4), deeper, 0.01)
     with pytest.raises(ValueError, match="heatmap2_std"):
         expand_from(micro(d2=4), micro(d2=2).state_dict(), -1.0)
+
+
+def test_expand_from_upsample_keeps_the_depth_of_the_previous_stage() -> None:
+    prev = micro(d2=4, heatmap2_std=0.5).eval()
+    with torch.no_grad():
+        prev.heatmap2.bias.copy_(torch.randn(17 * 4))
+    x = torch.randn(2, 3, 32, 32)
+    new = expand_from(micro(d2=16).eval(), prev.state_dict(), 0.01, heatmap2_init="upsample")
+    with torch.no_grad():
+        _, v_old = prev(x)  # (2, 17, 4, 8, 8)
+        _, v_new = new(x)  # (2, 17, 16, 8, 8)
+    # new bin i holds old bin floor((i + 0.5) * 4 / 16) = i // 4: the same depth in mm at every bin
+    assert torch.allclose(v_new, v_old.repeat_interleave(4, dim=2), atol=1e-5)
+    # an uneven ratio (4 → 6 bins, 3 joints): the old bin that holds each new bin's centre
+    w, b = upsample_heatmap2(torch.arange(3 * 4.0).reshape(12, 1, 1, 1), torch.arange(12.0), 3, 6)
+    assert b.tolist() == [0, 1, 1, 2, 3, 3, 4, 5, 5, 6, 7, 7, 8, 9, 9, 10, 11, 11]
+    assert torch.equal(w.flatten(), b)
+    with pytest.raises(ValueError, match="heatmap2_init"):
+        expand_from(micro(d2=16), prev.state_dict(), 0.01, heatmap2_init="copy")
+    with pytest.raises(ValueError, match="another model width"):
+        expand_from(micro(d2=8), micro(d2=4, features=16).state_dict() | {
+            "heatmap2.weight": torch.zeros(68, 8, 1, 1)}, 0.01, heatmap2_init="upsample")
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:

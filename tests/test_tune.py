@@ -198,7 +198,13 @@ def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
         if key != "d2_04":
             assert after["train"][key] == before["train"][key], key
     changed = {k for k in before["train"]["d2_04"] if after["train"]["d2_04"][k] != before["train"]["d2_04"][k]}
-    assert changed <= set(search) and set(after["train"]["d2_04"]) == set(before["train"]["d2_04"])
+    # the micro profile resamples heatmap2 (heatmap2_init: upsample); the trials that sampled
+    # heatmap2_std re-initialised it, and so does the applied stage
+    assert before["train"]["d2_04"]["heatmap2_init"] == "upsample"
+    assert after["train"]["d2_04"]["heatmap2_init"] == ("normal" if "heatmap2_std" in search else "upsample")
+    assert "train.d2_04.heatmap2_init=normal" in r.stdout
+    assert changed <= set(search) | {"heatmap2_init"}
+    assert set(after["train"]["d2_04"]) == set(before["train"]["d2_04"])
     for name, value in best["params"].items():
         assert after["train"]["d2_04"][name] == pytest.approx(value, rel=1e-5), name
     from workflows.config import load_config

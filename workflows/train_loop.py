@@ -110,8 +110,12 @@ def build_train_config(
 
 
 def effective_stage(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The stage settings with top-level overrides (Tune samples) applied."""
-    st = dict(config["stage_cfg"])
+    """The stage settings with top-level overrides (Tune samples) applied.
+
+    A sampled ``heatmap2_std`` implies ``heatmap2_init: normal`` (the std of a re-initialised head;
+    a resampled head has none), so that sweeping it is never a silent no-op.
+    """
+    st = dict(config.get("stage_cfg") or {})
     for k in OVERRIDABLE:
         if k in config and config[k] is not None:
             st[k] = config[k]
@@ -119,6 +123,8 @@ def effective_stage(config: Mapping[str, Any]) -> dict[str, Any]:
                 st["iterations"] = None
             if k == "iterations":
                 st["epochs"] = None
+            if k == "heatmap2_std":
+                st["heatmap2_init"] = "normal"
     return st
 
 
@@ -177,7 +183,8 @@ def val_indices(n: int, size: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # worker side
 def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
-    """Build the stage's model; from the previous checkpoint with ``expand_from`` when there is one."""
+    """Build the stage's model; from the previous checkpoint with ``expand_from`` when there is one
+    (``heatmap2`` re-initialised, or resampled with the stage's ``heatmap2_init: upsample``)."""
     from pose.model import C2FPoseNet, expand_from
 
     torch.manual_seed(seed)
@@ -185,7 +192,8 @@ def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
     gen = torch.Generator().manual_seed(seed + 1)
     if config["init_checkpoint"]:
         prev = torch.load(config["init_checkpoint"], map_location="cpu", weights_only=True)
-        expand_from(model, prev["model"], heatmap2_std, generator=gen)
+        heatmap2_init = effective_stage(config).get("heatmap2_init", "normal")
+        expand_from(model, prev["model"], heatmap2_std, generator=gen, heatmap2_init=heatmap2_init)
     return model
 
 

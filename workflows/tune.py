@@ -218,6 +218,9 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, search "
           f"{', '.join(space)}; wandb {mode} group {group}", flush=True)
+    if "heatmap2_std" in space and cfg["train"][key].get("heatmap2_init") == "upsample":
+        print(f"[tune {key}] heatmap2_std is searched: trials re-initialise heatmap2 (heatmap2_init: normal) "
+              "instead of resampling the previous stage's", flush=True)
     try:
         grid = tuner.fit()
     except Exception as exc:  # noqa: BLE001 - Tune wraps a callback's error; show ours in one line
@@ -593,6 +596,9 @@ def apply_best(args: argparse.Namespace) -> dict[str, float]:
     entry = doc["train"][key]
     for k, v in params.items():
         entry[k] = float(f"{float(v):.6g}")
+    changed_init = "heatmap2_std" in params and entry.get("heatmap2_init", "normal") != "normal"
+    if changed_init:  # the trials re-initialised heatmap2 (train_loop.effective_stage): so does the stage
+        entry["heatmap2_init"] = "normal"
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
     with open(tmp, "w") as f:
         yaml.dump(doc, f)
@@ -604,6 +610,7 @@ def apply_best(args: argparse.Namespace) -> dict[str, float]:
     os.replace(tmp, path)
     changed = {k: float(entry[k]) for k in params}
     print(f"[tune {key}] wrote " + ", ".join(f"train.{key}.{k}={v:.6g}" for k, v in changed.items())
+          + (f", train.{key}.heatmap2_init=normal" if changed_init else "")
           + f" into {path}; `dvc repro` retrains {key} and the stages after it", flush=True)
     return changed
 
