@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU; default torch's)")
     p.add_argument("--norm", choices=("bn", "bn_batchstats", "gn"), default="bn")
+    p.add_argument("--input-size", type=int, default=None, help="input crop side (default: the preset's)")
+    p.add_argument("--hourglass-residuals", type=int, default=3,
+                   help="residual modules per hourglass branch (C2F 3, Newell's original 1)")
     p.add_argument("--sigma-2d", type=float, default=2.0, help="2D gaussian std (heatmap cells)")
     p.add_argument("--ratio-3d", type=float, default=1.0, help="weight of the 3D loss")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -123,7 +126,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm)
+    cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm, hourglass_residuals=args.hourglass_residuals,
+                             **({"input_size": args.input_size} if args.input_size else {}))
     model = C2FPoseNet(cfg).to(device).train()
     if args.memory_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)
@@ -245,11 +249,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from pose.model import ModelConfig
 
-    cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm)
+    cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm, hourglass_residuals=args.hourglass_residuals,
+                             **({"input_size": args.input_size} if args.input_size else {}))
     forwarded = [
         "--size", args.size, "--d2", str(args.d2), "--batch", str(args.batch),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--device", args.device,
         "--norm", args.norm, "--sigma-2d", str(args.sigma_2d), "--ratio-3d", str(args.ratio_3d),
+        "--hourglass-residuals", str(args.hourglass_residuals), *(["--input-size", str(args.input_size)] if args.input_size else []),
         "--precision", args.precision, "--memory-format", args.memory_format,
     ]  # fmt: skip
     if args.threads:
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     print(
-        f"size={args.size} (features={cfg.features}, input={cfg.input_size}, depth={cfg.hourglass_depth}) "
+        f"size={args.size} (features={cfg.features}, input={cfg.input_size}, depth={cfg.hourglass_depth}, residuals={cfg.hourglass_residuals}) "
         f"d2={args.d2} batch={args.batch} device={args.device} precision={args.precision} {args.memory_format} threads={threads} "
         f"rounds={args.rounds} x repeats={args.repeats}"
     )

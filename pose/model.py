@@ -10,6 +10,10 @@ widths 64/128/256/384/512 as f/4, f/2, f, 3f/2, 2f):
 - **Hourglass(n, in, out)** (the C2F "hg-stacked" variant): upper = Res(in→f) → Res(f→f) →
   Res(f→out); lower = max-pool → Res(in→f) → Res(f→f) → Res(f→f) → [n > 1: Hourglass(n−1, f, out);
   n = 1: Res(f→out)] → Res(out→out) → nearest ×2 upsampling; output = upper + lower.
+  ``hourglass_residuals`` = r sets the residuals of the upper branch and of the first part of the
+  lower branch (3 above, C2F's; r = 1 is Newell et al.'s original single-module hourglass:
+  upper = Res(in→out), lower = max-pool → Res(in→f) → …), about 1.45× faster per CPU step at the
+  tiny size (benchmarks/README.md).
 - **Stage 1**: hg1 = Hourglass(depth, f, 2f) → lin(2f→2f) → lin(2f→f) (= ``l2``; lin = 1×1 conv →
   norm → ReLU) → ``heatmap1`` = 1×1 conv f → J·d1 (2D heatmaps, d1 = 1).
 - **Merge**: 1×1 conv (J·d1 → 3f/2) on heatmap1 + 1×1 conv (3f/2 → 3f/2) on concat(l2, pool).
@@ -99,6 +103,7 @@ class ModelConfig:
         features: base width f (full size 256); must be a multiple of 4.
         input_size: S, side of the square input crop in pixels; multiple of 4·2**hourglass_depth.
         hourglass_depth: number of pooling levels of each hourglass (spec: 4).
+        hourglass_residuals: residual modules per hourglass branch (C2F: 3; Newell's original: 1).
         norm: "bn" | "bn_batchstats" | "gn" (see module docstring).
         gn_groups: GroupNorm groups (reduced to gcd(gn_groups, channels) per layer).
         heatmap2_std: std of the N(0, std) init of ``heatmap2`` weights.
@@ -112,6 +117,7 @@ class ModelConfig:
     features: int = 256
     input_size: int = 256
     hourglass_depth: int = 4
+    hourglass_residuals: int = 3
     norm: str = "bn"
     gn_groups: int = 32
     heatmap2_std: float = 0.01
@@ -119,7 +125,8 @@ class ModelConfig:
     init: str = "normal"
 
     def __post_init__(self) -> None:
-        for name in ("num_joints", "d1", "d2", "features", "input_size", "hourglass_depth", "gn_groups"):
+        for name in ("num_joints", "d1", "d2", "features", "input_size", "hourglass_depth", "hourglass_residuals",
+                     "gn_groups"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -217,13 +224,12 @@ class Hourglass(nn.Module):
 
     def __init__(self, cfg: ModelConfig, depth: int, c_in: int, c_out: int, width: int) -> None:
         super().__init__()
-        self.up = nn.Sequential(
-            Residual(cfg, c_in, width), Residual(cfg, width, width), Residual(cfg, width, c_out)
-        )
+        n = cfg.hourglass_residuals
+        up = [c_in] + [width] * (n - 1) + [c_out]
+        self.up = nn.Sequential(*(Residual(cfg, a, b) for a, b in zip(up[:-1], up[1:], strict=True)))
         self.pool = nn.MaxPool2d(2, 2)
-        self.low1 = nn.Sequential(
-            Residual(cfg, c_in, width), Residual(cfg, width, width), Residual(cfg, width, width)
-        )
+        low = [c_in] + [width] * n
+        self.low1 = nn.Sequential(*(Residual(cfg, a, b) for a, b in zip(low[:-1], low[1:], strict=True)))
         self.low2: nn.Module = (
             Hourglass(cfg, depth - 1, width, c_out, width) if depth > 1 else Residual(cfg, width, c_out)
         )

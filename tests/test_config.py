@@ -154,6 +154,34 @@ def test_bad_choice_and_type(micro):
     assert "stages.yaml: model:" in _err(micro)
 
 
+def test_synth_diversity_and_lr_final(micro):
+    cfg = validate(copy.deepcopy(micro))
+    assert (cfg["data"]["synth_limb_mix"], cfg["data"]["synth_tilt"], cfg["data"]["synth_looks"]) == (0.0, 0.0, "sequence")
+    default = make_profile("default")
+    assert default["data"]["synth_limb_mix"] == 0.5 and default["data"]["synth_looks"] == "frame"
+    bad = copy.deepcopy(micro)
+    bad["data"]["synth_limb_mix"] = 1.5
+    assert "data.synth_limb_mix: must be in [0, 1], got 1.5" in _err(bad)
+    bad = copy.deepcopy(micro)
+    bad["data"]["synth_looks"] = "clip"
+    assert "data.synth_looks: must be one of ['sequence', 'frame'], got 'clip'" in _err(bad)
+    assert cfg["train"]["d2_04"]["lr_final"] is None
+    micro["train"]["d2_04"]["lr_final"] = -1e-5
+    assert "train.d2_04.lr_final: must be > 0, got -1e-05" in _err(micro)
+
+
+def test_lr_schedule() -> None:
+    from workflows.train_loop import _lr_factor
+
+    assert [_lr_factor(i, 100, "cosine", 10) for i in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert _lr_factor(10, 100, "cosine", 10) == pytest.approx(1.0)
+    assert _lr_factor(55, 100, "cosine", 10) == pytest.approx(0.02 + 0.98 * 0.5)  # half-way
+    assert _lr_factor(100, 100, "cosine", 10) == pytest.approx(0.02)  # default end: 2 % of lr
+    assert _lr_factor(100, 100, "cosine", 10, final=0.25) == pytest.approx(0.25)  # lr_final / lr
+    assert _lr_factor(79, 100, "step", 0) == 1.0 and _lr_factor(80, 100, "step", 0) == 0.1
+    assert _lr_factor(50, 100, "constant", 0) == 1.0
+
+
 def test_lift_and_tune_sections(micro):
     bad = copy.deepcopy(micro)
     bad["lift"]["supervised"]["layers"] = {"a": 1}

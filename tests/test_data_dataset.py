@@ -13,6 +13,7 @@ from pose.camera import apply_affine, project
 from pose.data import AugConfig, AugParams, PackedDataset, RawSample, seed_txt
 from pose.data import prepare as prep
 from pose.data.augment import flip_sample, sample_aug
+from pose.data.dataset import decode_image
 from pose.data.packed import PackWriter
 
 VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
@@ -156,6 +157,22 @@ def test_two_d_only_samples(tmp_path):
     raw = apply_affine(out["joints_2d"].double(), out["crop_to_raw"].double())
     perm = list(skeleton.FLIP_PERM_17)
     assert torch.allclose(raw, torch.from_numpy(j2), atol=1e-3) or torch.allclose(raw, torch.from_numpy(j2[perm]), atol=1e-3)
+
+
+def test_image_cache_gives_the_same_samples_within_its_budget(packed):
+
+    plain = PackedDataset(packed, input_size=64)
+    one_image = plain.images[0]
+    nbytes = decode_image(one_image).nbytes
+    cached = PackedDataset(packed, input_size=64, cache_mb=2.5 * nbytes / 2**20)  # room for two images
+    p = AugParams(scale=1.1, rot=15.0, flip=True, color=(0.9, 1.0, 1.1))
+    for _ in range(2):
+        for i in range(len(plain)):
+            a, b = plain.get(i, p), cached.get(i, p)
+            assert all(torch.equal(a[k], b[k]) for k in a), i
+    assert sorted(cached._cache) == [0, 1] and not cached._cache[0].flags.writeable
+    with pytest.raises(ValueError, match="cache_mb"):
+        PackedDataset(packed, input_size=64, cache_mb=-1)
 
 
 def test_dataloader_workers(packed):

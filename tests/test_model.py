@@ -15,6 +15,7 @@ from pose.model import (
     BatchStatsNorm2d,
     C2FPoseNet,
     ModelConfig,
+    Residual,
     conv1x1_nchw,
     expand_from,
     load_checkpoint,
@@ -100,6 +101,26 @@ def test_full_preset_widths_match_spec() -> None:
     while hasattr(hg, "low2"):
         depth, hg = depth + 1, hg.low2
     assert depth == 4
+
+
+def test_hourglass_residuals() -> None:
+    """r residuals per branch: C2F's 3 (the default, state-dict keys unchanged) or Newell's 1."""
+    def count(m):
+        return sum(isinstance(x, Residual) for x in m.modules())
+
+    c2f = C2FPoseNet(ModelConfig.preset("micro", d2=4))
+    one = C2FPoseNet(ModelConfig.preset("micro", d2=4, hourglass_residuals=1))
+    assert c2f.cfg.hourglass_residuals == 3 and len(c2f.hg1.up) == 3 and len(c2f.hg1.low1) == 3
+    assert "hg1.up.2.skip.weight" in c2f.state_dict()
+    # per level: up r + low1 r + low3 1, plus the innermost Res; depth 2 -> 2·(2r + 1) + 1 per hourglass
+    assert count(c2f.hg1) == 2 * (2 * 3 + 1) + 1 and count(one.hg1) == 2 * (2 * 1 + 1) + 1
+    assert len(one.hg1.up) == 1 and one.hg1.up[0].skip.in_channels == 16 and one.hg1.up[0].skip.out_channels == 32
+    x = torch.randn(2, 3, 32, 32)
+    hm, vol = one.eval()(x)
+    assert hm.shape == (2, 17, 8, 8) and vol.shape == (2, 17, 4, 8, 8)
+    assert sum(p.numel() for p in one.parameters()) < 0.8 * sum(p.numel() for p in c2f.parameters())
+    with pytest.raises(ValueError, match="hourglass_residuals"):
+        ModelConfig.preset("micro", hourglass_residuals=0)
 
 
 def test_expand_from_keeps_all_but_heatmap2() -> None:

@@ -75,6 +75,64 @@ def test_to32_places_the_17_joints():
     assert [H36M_17_FROM_32[i] for i in range(17)] == list(H36M_17_FROM_32)
 
 
+def _bones(P: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(P[1:] - P[list(motion.PARENTS_21[1:])], axis=-1)
+
+
+def test_mix_limbs_moves_whole_limbs_in_the_body_frame():
+    clips = motion.load_clips()
+    a, b = motion.sample_clip(clips["walk"], 0.3), motion.sample_clip(clips["cartwheel"], 1.1)
+    np.testing.assert_allclose(motion.mix_limbs(a, {k: a for k in motion.LIMBS}), a, atol=1e-9)  # own limbs
+    m = motion.mix_limbs(a, {"right_leg": b, "left_arm": b})
+    np.testing.assert_allclose(_bones(m), _bones(a), atol=0.05)  # one skeleton (float32, interpolated)
+    moved = sorted(motion.LIMBS["right_leg"][0] + motion.LIMBS["left_arm"][0])
+    still = [i for i in range(21) if i not in moved]
+    np.testing.assert_array_equal(m[still], a[still])
+    assert np.abs(m[moved] - a[moved]).max() > 100.0
+    # the donor limb's shape relative to the body is kept: knee angle and the leg in the pelvis frame
+    for P, Q in ((m, b),):
+        for name in ("right_leg", "left_arm"):
+            idx, anchor, frame = motion.LIMBS[name]
+            ours = (P[list(idx)] - P[anchor]) @ motion.body_frame(P, frame)
+            donor = (Q[list(idx)] - Q[anchor]) @ motion.body_frame(Q, frame)
+            np.testing.assert_allclose(ours, donor, atol=1e-6)
+    R = motion.body_frame(a, "pelvis")
+    np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    assert (a[4] - a[1]) @ R[:, 0] > 0 and (a[7] - a[0]) @ R[:, 1] > 0  # x to the left, y up
+
+
+def test_pose_diversity_touches_training_frames_only(tmp_path):
+    """limb_mix / tilt / per-frame looks change training frames (new poses, bones kept, 2D still the
+    projection of 3D) and leave the test split byte-identical."""
+    cfg = dict(TINY, frames=32)
+    plain, mixed = tmp_path / "plain", tmp_path / "mixed"
+    generate.generate(str(plain), generate.SynthConfig(seed=3, **cfg), progress=False)
+    generate.generate(str(mixed), generate.SynthConfig(seed=3, limb_mix=0.6, tilt=0.5, looks="frame", **cfg),
+                      progress=False)
+    seqs = generate.plan(generate.SynthConfig(seed=3, **cfg))
+    train = [i for q in seqs if q.train for i in range(q.start_index, q.start_index + q.n_frames)]
+    test = [i for q in seqs if not q.train for i in range(q.start_index, q.start_index + q.n_frames)]
+    for i in test:
+        for sub in ("images/{}.png", "gt_joint_3d_mono_raw/{}.txt", "gt_joint_2d_raw_new/{}.txt", "bbx_all_new/{}.txt"):
+            assert (plain / sub.format(i)).read_bytes() == (mixed / sub.format(i)).read_bytes(), (sub, i)
+    changed = 0
+    for i in train:
+        a = np.loadtxt(plain / f"gt_joint_3d_mono_raw/{i}.txt").reshape(32, 3)
+        b = np.loadtxt(mixed / f"gt_joint_3d_mono_raw/{i}.txt").reshape(32, 3)
+        ja, jb = to17(a) - to17(a)[:1], to17(b) - to17(b)[:1]
+        bones = [(c, p) for c, p in enumerate(motion.PARENTS_21[1:17], start=1)]
+        la = np.array([np.linalg.norm(ja[c] - ja[p]) for c, p in bones])
+        lb = np.array([np.linalg.norm(jb[c] - jb[p]) for c, p in bones])
+        np.testing.assert_allclose(lb, la, atol=0.05)  # same subject, same bone lengths (files hold 0.01 mm)
+        changed += np.abs(ja - jb).max() > 50.0
+    assert changed >= len(train) // 2
+    with pytest.raises(ValueError, match="limb_mix"):
+        generate.plan(generate.SynthConfig(limb_mix=1.5, **TINY))
+    with pytest.raises(ValueError, match="looks"):
+        generate.plan(generate.SynthConfig(looks="clip", **TINY))
+
+
 # --- writer formats (against the real toy files) ---------------------------------------------
 @pytest.mark.skipif(not TOY.is_dir(), reason="reference toy example not available")
 def test_formats_reproduce_real_files():

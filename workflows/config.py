@@ -6,9 +6,10 @@ Layout (every section is a mapping; unknown keys are errors)::
     seed: 0                     # global seed (data order, heatmap2 re-init, subsets)
     model:    {preset: tiny|micro|full, <ModelConfig field>: value, ...}   (d2 / heatmap2_std come from the stage)
     targets:  {sigma_2d, depth_range: [lb, ub]}                           (mm; one range for encode + decode)
-    data:     {source: embedded | PATH, layout, synth_frames, synth_seed, on_bad,
+    data:     {source: embedded | PATH, layout, synth_frames, synth_seed, synth_limb_mix, synth_tilt,
+               synth_looks: sequence|frame, on_bad,
                aug: true | false | {scale_factor, rot_factor, rot_prob, rot_max, flip_prob, color_factor},
-               train_limit, val_size, loader_workers}
+               train_limit, val_size, loader_workers, image_cache_mb}
     train:                      # the curriculum: one entry per stage, keyed d2_XX (XX = d2, 2 digits)
       d2_02: {d2: 2, init: null, lr, ratio_3d, heatmap2_std, heatmap2_init: normal|upsample,
               epochs | iterations, batch_size,
@@ -65,7 +66,7 @@ CURRICULUM = (2, 4, 8, 16, 32, 64)
 C2F_DEPTH_RANGE_MM = (-1005.1859, 980.8599)
 MODEL_PRESETS = ("micro", "tiny", "full")
 MODEL_FIELDS = (  # ModelConfig fields settable in the model section (d2 / heatmap2_std are per stage)
-    "num_joints", "d1", "features", "input_size", "hourglass_depth", "norm", "gn_groups", "init_std", "init",
+    "num_joints", "d1", "features", "input_size", "hourglass_depth", "hourglass_residuals", "norm", "gn_groups", "init_std", "init",
 )
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 AUG_FIELDS = ("scale_factor", "rot_factor", "rot_prob", "rot_max", "flip_prob", "color_factor")  # pose.data.AugConfig
@@ -106,6 +107,10 @@ def _ge0(v: float) -> str | None:
     return None if v >= 0 else f"must be >= 0, got {v!r}"
 
 
+def _unit(v: float) -> str | None:
+    return None if 0 <= v <= 1 else f"must be in [0, 1], got {v!r}"
+
+
 def _ge1(v: int) -> str | None:
     return None if v >= 1 else f"must be >= 1, got {v!r}"
 
@@ -114,6 +119,7 @@ STAGE_FIELDS: dict[str, _F] = {
     "d2": _F("int", check=_ge1),
     "init": _F("str", null=True),
     "lr": _F("float", check=_gt0),
+    "lr_final": _F("float", None, null=True, check=_gt0),
     "ratio_3d": _F("float", check=_ge0),
     "heatmap2_std": _F("float", check=_gt0),
     "heatmap2_init": _F("str", "normal", choices=HEATMAP2_INITS),
@@ -144,11 +150,15 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "layout": _F("str", "auto", choices=("auto", "seed", "json")),
         "synth_frames": _F("int", None, null=True, check=_ge1),
         "synth_seed": _F("int", 0),
+        "synth_limb_mix": _F("float", 0.0, check=_unit),
+        "synth_tilt": _F("float", 0.0, check=_unit),
+        "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),
         "on_bad": _F("str", "skip", choices=("skip", "fail")),
         "aug": _F("any", True),
         "train_limit": _F("int", None, null=True, check=_ge1),
         "val_size": _F("int", 256, check=_ge1),
         "loader_workers": _F("int", 0, check=_ge0),
+        "image_cache_mb": _F("int", 0, check=_ge0),
     },
     "evaluate": {
         "subset_size": _F("int", 500, check=_ge1),
@@ -504,7 +514,7 @@ def _curriculum(per_stage: Callable[[int], dict[str, Any]]) -> dict[str, dict[st
 
 #: iterations per stage of the default profile (batch 16): most in the first stage, where the
 #: backbone learns 2D from scratch; later stages refine the depth resampled from the stage before.
-DEFAULT_ITERATIONS = {2: 700, 4: 250, 8: 250, 16: 250, 32: 250, 64: 300}
+DEFAULT_ITERATIONS = {2: 1200, 4: 400, 8: 400, 16: 450, 32: 400, 64: 400}
 
 
 def _default_stage(d2: int) -> dict[str, Any]:
@@ -573,16 +583,16 @@ def make_profile(name: str) -> dict[str, Any]:
         prof = {
             # 128-px crops (32x32 heatmaps): ~1.7x the time per iteration of 64 px on CPU but far
             # better per iteration (benchmarks/README.md, accuracy_budget.py), so fewer iterations
-            "model": {"preset": "tiny", "input_size": 128},
+            "model": {"preset": "tiny", "input_size": 128, "hourglass_residuals": 1},
             # 8,000 frames (6,600 train / 1,344 test): twice `pose synth`'s default; the same
             # iterations generalise better to the unseen test actions (README "Measured")
             "data": {"source": "embedded", "layout": "auto", "synth_frames": 8000, "synth_seed": 0,
-                     "on_bad": "skip", "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
-                     "train_limit": None, "val_size": 200, "loader_workers": 0},
+                     "synth_limb_mix": 0.5, "synth_tilt": 0.0, "synth_looks": "frame", "on_bad": "skip", "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
+                     "train_limit": None, "val_size": 200, "loader_workers": 0, "image_cache_mb": 1200},
             "train": _curriculum(_default_stage),
             "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None,
                          "flip_test": True},
-            "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 2.0, "keep_runs": False},
+            "ray": {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0, "keep_runs": False},
         }
     elif name == "full":
         prof = {

@@ -58,6 +58,8 @@ def synth(cfg: dict, root: Path) -> Path:
             argv = ["synth", "--out", str(tmp), "--seed", str(cfg["data"]["synth_seed"])]
             if cfg["data"]["synth_frames"]:
                 argv += ["--frames", str(cfg["data"]["synth_frames"])]
+            d = cfg["data"]
+            argv += ["--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"]]
             _pose(argv)
         else:
             if not src.exists():

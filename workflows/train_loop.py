@@ -13,7 +13,7 @@ train_loop_config=config, ...)``); it is ``run_worker(config, ray_context())``, 
                             weight_decay, schedule, warmup_iters, grad_clip, log_every)
     model                   the model section ({preset, ModelConfig overrides})
     targets                 {sigma_2d, depth_range: [lb, ub]}
-    data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers}
+    data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers, image_cache_mb}
     init_checkpoint         absolute path of the previous stage's model.pt, or None (from scratch)
     seed, cpus_per_worker, wandb ({enabled, project, mode, entity, dir} or None), run_name
 
@@ -100,6 +100,7 @@ def build_train_config(
             "train_limit": cfg["data"]["train_limit"],
             "val_size": cfg["data"]["val_size"],
             "loader_workers": cfg["data"]["loader_workers"],
+            "image_cache_mb": cfg["data"]["image_cache_mb"],
         },
         "init_checkpoint": str(outputs_dir(root, "stages", init, "model.pt")) if init else None,
         "seed": cfg["seed"],
@@ -197,12 +198,14 @@ def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
     return model
 
 
-def _lr_factor(it: int, total: int, schedule: str, warmup: int) -> float:
+def _lr_factor(it: int, total: int, schedule: str, warmup: int, final: float = 0.02) -> float:
+    """Learning-rate multiplier at iteration ``it`` of ``total``: linear warm-up over ``warmup``
+    iterations, then constant, cosine from 1 down to ``final``, or ×0.1 for the last 20 % (step)."""
     if warmup and it < warmup:
         return (it + 1) / warmup
     if schedule == "cosine":
         p = min(1.0, (it - warmup) / max(1, total - warmup))
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p))
+        return final + (1.0 - final) * 0.5 * (1 + math.cos(math.pi * p))
     if schedule == "step":
         return 0.1 if it >= int(0.8 * total) else 1.0
     return 1.0
@@ -240,10 +243,12 @@ def _datasets(config: Mapping[str, Any], input_size: int, seed: int, rank: int, 
     d = config["data"]
     aug = AugConfig(**d["aug"]) if isinstance(d["aug"], Mapping) else AugConfig()
     use_aug = bool(d["aug"])
-    train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug)
+    cache = float(d.get("image_cache_mb") or 0)
+    train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, cache_mb=cache)
     if d["train_limit"] and d["train_limit"] < len(train):
         idx = np.sort(np.random.default_rng(seed + 17).choice(len(train), d["train_limit"], replace=False))
-        train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, indices=idx)
+        train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, indices=idx,
+                              cache_mb=cache)
     test_n = len(PackedDataset(d["test_dir"], input_size=input_size, train=False))
     vidx = val_indices(test_n, d["val_size"], seed)[rank::world]
     val = PackedDataset(d["test_dir"], input_size=input_size, train=False, indices=vidx)
@@ -423,6 +428,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
 
     steps = max(1, len(loader))
     total = st["iterations"] or st["epochs"] * steps
+    final_factor = st["lr_final"] / st["lr"] if st.get("lr_final") is not None else 0.02
     epochs = math.ceil(total / steps)
     start_epoch, it, curve = 0, 0, []
 
@@ -455,7 +461,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
             if it >= total:
                 break
             batch = _to(batch, device)
-            lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"])
+            lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"], final_factor)
             for g in opt.param_groups:
                 g["lr"] = lr
             hm2d, vol = forward(model, batch["image"], bf16)

@@ -159,11 +159,14 @@ class PackedDataset(Dataset):
         seed: base seed of the augmentation draws; inside DataLoader workers it is mixed with the
             worker's seed (new every epoch, reproducible under ``torch.manual_seed``); None →
             ``torch.initial_seed()``. Draws follow the call order.
+        cache_mb: keep up to this many MiB of decoded images in memory (per process; the first
+            samples read are kept, 0 = off), so later epochs skip image decoding (≈40 % of a
+            sample's loading time for the 224-px PNGs of the embedded data).
     """
 
     def __init__(self, root_split_dir: str | os.PathLike, input_size: int = 256, train: bool = False,
                  aug: AugConfig = AugConfig(), indices: Sequence[int] | None = None,
-                 bbox_enlarge: float | None = None, seed: int | None = None):
+                 bbox_enlarge: float | None = None, seed: int | None = None, cache_mb: float = 0.0):
         self.root = str(root_split_dir)
         self.meta = read_meta(self.root)
         if int(input_size) < 8:
@@ -182,6 +185,10 @@ class PackedDataset(Dataset):
             raise ValueError(f"bbox_enlarge must be > 0, got {enlarge}")
         self.bbox_enlarge = float(enlarge)
         self.images = ImageStore(self.root, np.asarray(self.arrays["image_index"]))
+        if not cache_mb >= 0:
+            raise ValueError(f"cache_mb must be >= 0, got {cache_mb}")
+        self._cache: dict[int, np.ndarray] = {}
+        self._cache_left = int(cache_mb * 2**20)
         self.seed = seed
         self._gen: np.random.Generator | None = None
         self._gen_pid = -1
@@ -213,7 +220,13 @@ class PackedDataset(Dataset):
         row = int(self.indices[i])
         a = self.arrays
         params = self.draw_aug(row) if params is None else params
-        img = decode_image(self.images[row], f"{self.root} sample {row}")
+        img = self._cache.get(row)
+        if img is None:
+            img = decode_image(self.images[row], f"{self.root} sample {row}")
+            if img.nbytes <= self._cache_left:
+                img.setflags(write=False)  # shared by every later read of this row
+                self._cache[row] = img
+                self._cache_left -= img.nbytes
         out = make_sample(img, joints_2d=a["joints_2d"][row], joints_3d=a["joints_3d"][row], bbox=a["bbox"][row],
                           img_to_raw=a["img_to_raw"][row], K=a["K"][row], has_depth=bool(a["has_depth"][row]),
                           visible=a["visible"][row], input_size=self.input_size, enlarge=self.bbox_enlarge,

@@ -25,6 +25,14 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-clips", default=None,
                         help="comma-separated clip names held out for the test subjects "
                         "(default dance_b,getup_faceup,run,spinkick)")
+    parser.add_argument("--limb-mix", type=float, default=0.0, metavar="P",
+                        help="probability that each limb of a training frame comes from a random moment of "
+                        "another training clip (new training poses; default 0)")
+    parser.add_argument("--tilt", type=float, default=0.0, metavar="P",
+                        help="probability that a training pose is tilted about the pelvis by up to 90 degrees "
+                        "(default 0)")
+    parser.add_argument("--looks", choices=("sequence", "frame"), default="sequence",
+                        help="draw clothes/girth/light once per sequence (default) or per training frame")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="also write a grid of rendered samples with their 2D joints (read back from the files)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -83,8 +91,9 @@ def main(args: argparse.Namespace) -> int:
     from pose.data.synth.generate import DEFAULT_TEST_CLIPS, SynthConfig, generate
 
     test_clips = tuple(args.test_clips.split(",")) if args.test_clips else DEFAULT_TEST_CLIPS
-    cfg = SynthConfig(frames=args.frames, seed=args.seed, workers=max(1, args.workers), test_clips=test_clips)
     try:
+        cfg = SynthConfig(frames=args.frames, seed=args.seed, workers=max(1, args.workers), test_clips=test_clips,
+                          limb_mix=args.limb_mix, tilt=args.tilt, looks=args.looks)
         s = generate(args.out, cfg, force=args.force, progress=not args.quiet)
     except (FileExistsError, ValueError) as exc:
         print(f"pose synth: error: {exc}", file=sys.stderr)

@@ -12,7 +12,16 @@ Layout of the data set (all choices documented here):
 - One subaction (1) per action; 4 cameras per (subject, action), placed around the body like the
   H36M rig (yaw = random base + 90°·(camera_id − 1) ± 20°), each with its own random elevation,
   distance and intrinsics (``render.random_camera``); appearance (clothes, girth, light) random
-  per (subject, action).
+  per (subject, action), or per training frame with ``looks="frame"``.
+- Training-pose diversity (training subjects only; the test split does not depend on these
+  settings): ``limb_mix`` = probability that each limb (legs, arms, head; ``motion.LIMBS``) of a
+  training frame is replaced by the same limb of a random moment of a random *training* clip,
+  kept in its donor's body frame (``motion.mix_limbs``: bone lengths and bends kept) — new limb
+  combinations of the training motions, the "MoCap-guided" augmentation of Rogez & Schmid (2016);
+  ``tilt`` = probability that the whole training pose is rotated about the pelvis by U(0°, 90°)
+  about a random horizontal axis (leaning, lying, upside-down versions of the training poses).
+  Both draw from their own per-frame generators, so the frames' crops, backgrounds and cameras are
+  the same with and without them.
 - Frames of a sequence: a virtual 50 Hz video of the (looping) clip; ``frame_id`` = start +
   step·i with step = ⌊duration·50 / n⌋ (≥ 1) and a random start < step, so the frames cover the
   clip evenly; the pose is linearly interpolated between the DeepMimic keyframes. When a
@@ -65,6 +74,12 @@ class SynthConfig:
     clips: tuple[str, ...] | None = None  # restrict to these clip names (tests); None = all
     workers: int = 1
     png_compression: int = 1
+    limb_mix: float = 0.0
+    tilt: float = 0.0
+    looks: str = "sequence"
+
+
+LOOKS = ("sequence", "frame")
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,10 @@ class Sequence:
     n_frames: int
     train: bool
     seed: int = 0
+    limb_mix: float = 0.0
+    donor_clips: tuple[str, ...] = ()
+    frame_looks: bool = False
+    tilt: float = 0.0
 
 
 def plan(cfg: SynthConfig) -> list[Sequence]:
@@ -87,6 +106,11 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
         raise ValueError(f"frames: must be >= 1, got {cfg.frames}")
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
+    for name in ("limb_mix", "tilt"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{name}: must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.looks not in LOOKS:
+        raise ValueError(f"looks: must be one of {LOOKS}, got {cfg.looks!r}")
     if not set(cfg.cameras) <= {1, 2, 3, 4}:
         raise ValueError(f"cameras: ids must be in 1..4, got {cfg.cameras}")
     names = list(motion.load_clips())
@@ -108,8 +132,10 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
         for clip in train_clips if is_train else test_clips:
             for cam in sorted(cfg.cameras):
                 n = f_train if is_train else f_test
+                mix = cfg.limb_mix if is_train else 0.0
                 seqs.append(Sequence(s, clip, motion.ACTION_NAMES[clip], names.index(clip) + 2, 1, cam,
-                                     index, n, is_train, cfg.seed))
+                                     index, n, is_train, cfg.seed, mix, tuple(train_clips) if mix else (),
+                                     is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0))
                 index += n
     return seqs
 
@@ -140,7 +166,14 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
     for i in range(seq.n_frames):
         index = seq.start_index + i
         frame_id = start + step * i
-        P = motion.rescale_bones(motion.sample_clip(clip, frame_id / FPS), lengths)
+        P = motion.sample_clip(clip, frame_id / FPS)
+        if seq.limb_mix:
+            P = _mix(P, seq, clips, _rng(seq.seed, index, 7000))
+        if seq.tilt:
+            P = _tilt(P, seq.tilt, _rng(seq.seed, index, 7500))
+        P = motion.rescale_bones(P, lengths)
+        if seq.frame_looks:
+            look = render.random_look(_rng(seq.seed, index, 8000))
         img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look)
         X32 = motion.to32(P_cam)
         uv32 = cam.project(X32) @ A[:, :2].T + A[:, 2]
@@ -150,6 +183,30 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
         info = writer.format_info(seq.subject, seq.action_id, seq.action, seq.subaction, seq.camera_id, frame_id)
         writer.write_sample(root, index, png.tobytes(), bbox, uv32, X32, cam.R, cam.T, cam.f, cam.c, info)
     return seq.n_frames
+
+
+def _mix(P: np.ndarray, seq: Sequence, clips: dict, rng: np.random.Generator) -> np.ndarray:
+    """Each limb of ``motion.LIMBS`` replaced with probability ``seq.limb_mix`` by the same limb of a
+    random moment of a random training clip (new poses from the training motions only)."""
+    donors = {}
+    for name in motion.LIMBS:
+        if rng.random() < seq.limb_mix:
+            donor = clips[seq.donor_clips[int(rng.integers(len(seq.donor_clips)))]]
+            donors[name] = motion.sample_clip(donor, rng.uniform(0.0, donor.duration))
+    return motion.mix_limbs(P, donors) if donors else P
+
+
+def _tilt(P: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``prob``, the whole body rotated about the pelvis by U(0°, 90°) about a random
+    horizontal axis (leaning, lying and upside-down versions of the training poses)."""
+    if rng.random() >= prob:
+        return P
+    a = rng.uniform(0.0, 2.0 * np.pi)
+    axis = np.array([np.cos(a), np.sin(a), 0.0])
+    ang = rng.uniform(0.0, np.pi / 2)
+    K = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    R = np.eye(3) + np.sin(ang) * K + (1.0 - np.cos(ang)) * K @ K
+    return (P - P[0]) @ R.T + P[0]
 
 
 def _render_job(job: tuple[Sequence, str, int]) -> int:

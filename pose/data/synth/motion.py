@@ -129,3 +129,43 @@ def to32(points: np.ndarray) -> np.ndarray:
         out[..., end, :] = p[..., wrist, :] + 0.35 * fa
         out[..., end_site, :] = out[..., end, :]
     return out
+
+
+#: Limbs that :func:`mix_limbs` exchanges: (points moved, attachment point, body frame) with the
+#: frame "pelvis" (hips + spine) or "thorax" (shoulders + spine→thorax); 21-point indices.
+LIMBS: dict[str, tuple[tuple[int, ...], int, str]] = {
+    "right_leg": ((2, 3, 17, 18), 1, "pelvis"),
+    "left_leg": ((5, 6, 19, 20), 4, "pelvis"),
+    "right_arm": ((15, 16), 14, "thorax"),
+    "left_arm": ((12, 13), 11, "thorax"),
+    "head": ((9, 10), 8, "thorax"),
+}
+
+
+def body_frame(points: np.ndarray, which: str) -> np.ndarray:
+    """(21,3) → (3,3) rotation whose columns are the body's left, up and forward axes at the pelvis
+    (hips R→L, pelvis→spine) or the thorax (shoulders R→L, spine→thorax), orthonormalised."""
+    if which == "pelvis":
+        side, up = points[4] - points[1], points[7] - points[0]
+    else:
+        side, up = points[11] - points[14], points[8] - points[7]
+    x = side / max(float(np.linalg.norm(side)), 1e-9)
+    y = up - (up @ x) * x
+    y /= max(float(np.linalg.norm(y)), 1e-9)
+    return np.stack([x, y, np.cross(x, y)], axis=1)
+
+
+def mix_limbs(points: np.ndarray, donors: dict[str, np.ndarray]) -> np.ndarray:
+    """Replace limbs of ``points`` (21,3) by those of donor poses, each limb keeping its donor's
+    shape relative to the donor's body frame (so bone lengths and the limb's own bends are kept).
+
+    donors: {limb name of :data:`LIMBS`: donor points (21,3)} → new (21,3).
+    """
+    out = points.copy()
+    frames = {w: body_frame(points, w) for w in ("pelvis", "thorax")}
+    for name, donor in donors.items():
+        idx, anchor, which = LIMBS[name]
+        Rd = body_frame(donor, which)
+        local = (donor[list(idx)] - donor[anchor]) @ Rd  # donor offsets in the donor's body frame
+        out[list(idx)] = points[anchor] + local @ frames[which].T
+    return out
