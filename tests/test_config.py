@@ -158,7 +158,7 @@ def test_synth_diversity_and_lr_final(micro):
     cfg = validate(copy.deepcopy(micro))
     assert (cfg["data"]["synth_limb_mix"], cfg["data"]["synth_tilt"], cfg["data"]["synth_looks"]) == (0.0, 0.0, "sequence")
     default = make_profile("default")
-    assert default["data"]["synth_limb_mix"] == 0.5 and default["data"]["synth_looks"] == "frame"
+    assert default["data"]["synth_limb_mix"] > 0 and default["data"]["synth_looks"] == "frame"
     bad = copy.deepcopy(micro)
     bad["data"]["synth_limb_mix"] = 1.5
     assert "data.synth_limb_mix: must be in [0, 1], got 1.5" in _err(bad)

@@ -237,3 +237,33 @@ def test_accuracy_budget_benchmark_runs(run_cli, tmp_path, micro_packed):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "error: --variant c: train.d2_04.optimizer: must be one of ['rmsprop', 'adam', 'sgd'], got 'lbfgs'"]
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_hold_one_model(run_cli, tmp_path, micro_packed):
+    """``--num-workers 2`` (the default profile's DDP over gloo): each worker trains on half of every
+    batch and validates half of the frames; the reported validation MPJPE (summed over both workers)
+    equals the saved rank-0 model evaluated alone on all of them, so both workers held one model."""
+    from pose.data import PackedDataset
+    from pose.model import load_checkpoint
+    from pose.targets import DepthRange
+    from workflows.train_loop import evaluate_mpjpe, val_indices
+
+    root = _root(tmp_path, micro_packed, d2_02={"iterations": 4, "batch_size": 4})
+    r = _stage(run_cli, root, 2, "--num-workers", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 worker(s) x batch 2" in r.stdout + r.stderr
+    m = json.loads((root / "outputs" / "stages" / "d2_02" / "metrics.json").read_text())
+    assert m["num_workers"] == 2 and m["iteration"] == 4
+    model, ck = load_checkpoint(root / "outputs" / "stages" / "d2_02" / "model.pt")
+    cfg = make_profile("micro")
+    test_dir = micro_packed / "test"
+    n = len(PackedDataset(test_dir, input_size=model.cfg.input_size))
+    idx = val_indices(n, cfg["data"]["val_size"], cfg["seed"] * 1000 + 2)
+    loader = torch.utils.data.DataLoader(PackedDataset(test_dir, input_size=model.cfg.input_size, indices=idx),
+                                         batch_size=16)
+    s_arg, s_soft, count = evaluate_mpjpe(model, loader, DepthRange(*cfg["targets"]["depth_range"]),
+                                          torch.device("cpu"), float(cfg["train"]["d2_02"]["softmax_scale"]))
+    assert count == len(idx) == cfg["data"]["val_size"]
+    assert m["val_mpjpe"] == pytest.approx(s_arg / count, abs=1e-3)
+    assert m["val_mpjpe_soft"] == pytest.approx(s_soft / count, abs=1e-3)

@@ -294,3 +294,19 @@ def test_preview_and_reader(tiny_a, tmp_path):
         err = np.abs(np.asarray(project(s.joints_3d, s.K)) - apply_affine(s.joints_2d, s.img_to_raw)).max()
         assert err < 0.5 * (s.img_to_raw[0, 0])  # < half a crop pixel, in raw px
         assert os.path.samefile(s.image_path, tiny_a / f"images/{i}.png")
+
+
+def test_cli_diversity_flags_and_bad_values(run_cli, tmp_path):
+    import json
+    import sys
+
+    out = tmp_path / "d"
+    r = run_cli([sys.executable, "-m", "pose.cli", "synth", "--out", out, "--frames", "60", "--limb-mix", "0.5",
+                 "--looks", "frame", "--quiet"])
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "synth_config.json").read_text())["config"]
+    assert (cfg["limb_mix"], cfg["tilt"], cfg["looks"]) == (0.5, 0.0, "frame")
+    bad = tmp_path / "bad"
+    r = run_cli([sys.executable, "-m", "pose.cli", "synth", "--out", bad, "--frames", "60", "--tilt", "1.5"])
+    assert r.returncode == 2 and r.stderr.strip() == "pose synth: error: tilt: must be in [0, 1], got 1.5"
+    assert not bad.exists() and not list(tmp_path.glob("bad*"))  # nothing half-written

@@ -514,7 +514,7 @@ def _curriculum(per_stage: Callable[[int], dict[str, Any]]) -> dict[str, dict[st
 
 #: iterations per stage of the default profile (batch 16): most in the first stage, where the
 #: backbone learns 2D from scratch; later stages refine the depth resampled from the stage before.
-DEFAULT_ITERATIONS = {2: 1200, 4: 400, 8: 400, 16: 450, 32: 400, 64: 400}
+DEFAULT_ITERATIONS = {2: 1600, 4: 400, 8: 400, 16: 500, 32: 450, 64: 500}
 
 
 def _default_stage(d2: int) -> dict[str, Any]:
@@ -587,7 +587,7 @@ def make_profile(name: str) -> dict[str, Any]:
             # 8,000 frames (6,600 train / 1,344 test): twice `pose synth`'s default; the same
             # iterations generalise better to the unseen test actions (README "Measured")
             "data": {"source": "embedded", "layout": "auto", "synth_frames": 8000, "synth_seed": 0,
-                     "synth_limb_mix": 0.5, "synth_tilt": 0.0, "synth_looks": "frame", "on_bad": "skip", "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
+                     "synth_limb_mix": 0.8, "synth_tilt": 0.3, "synth_looks": "frame", "on_bad": "skip", "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
                      "train_limit": None, "val_size": 200, "loader_workers": 0, "image_cache_mb": 1200},
             "train": _curriculum(_default_stage),
             "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None,
