@@ -23,6 +23,31 @@ def _ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def _dvc_params(dvc: dict) -> set[str]:
+    """Every stages.yaml key that dvc.yaml's stages name as params (foreach ${key} expanded)."""
+    keys: set[str] = set()
+    for stage in dvc["stages"].values():
+        body, items = (stage["do"], list(stage["foreach"])) if "foreach" in stage else (stage, [None])
+        for entry in body.get("params", []):
+            for name in entry.get("stages.yaml", []) if isinstance(entry, dict) else [entry]:
+                keys.update(name.replace("${key}", str(item)) for item in items)
+    return keys
+
+
+@pytest.mark.parametrize("name", ["default", "full", "micro"])
+def test_every_dvc_param_is_in_each_profile(repo_root, name):
+    """DVC refuses a stage whose params key is absent from stages.yaml ("Parameters ... are missing"):
+    a written profile holds every key dvc.yaml names, defaults included."""
+    cfg = make_profile(name)
+    keys = _dvc_params(yaml.safe_load((repo_root / "dvc.yaml").read_text()))
+    assert {"data.synth_tilt", "train.d2_64", "seed"} <= keys
+    for key in sorted(keys):
+        node = cfg
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"profile {name}: {key} missing"
+            node = node[part]
+
+
 def test_dvc_yaml_matches_stages_yaml(repo_root):
     dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
     cfg = load_config(repo_root / "stages.yaml")

@@ -247,7 +247,7 @@ def test_two_ddp_workers_hold_one_model(run_cli, tmp_path, micro_packed):
     from pose.data import PackedDataset
     from pose.model import load_checkpoint
     from pose.targets import DepthRange
-    from workflows.train_loop import evaluate_mpjpe, val_indices
+    from workflows.train_loop import evaluate_mpjpe, memory_format_for, val_indices
 
     root = _root(tmp_path, micro_packed, d2_02={"iterations": 4, "batch_size": 4})
     r = _stage(run_cli, root, 2, "--num-workers", "2")
@@ -256,6 +256,7 @@ def test_two_ddp_workers_hold_one_model(run_cli, tmp_path, micro_packed):
     m = json.loads((root / "outputs" / "stages" / "d2_02" / "metrics.json").read_text())
     assert m["num_workers"] == 2 and m["iteration"] == 4
     model, ck = load_checkpoint(root / "outputs" / "stages" / "d2_02" / "model.pt")
+    model = model.to(memory_format=memory_format_for(torch.device("cpu")))  # as the workers ran it
     cfg = make_profile("micro")
     test_dir = micro_packed / "test"
     n = len(PackedDataset(test_dir, input_size=model.cfg.input_size))
