@@ -12,7 +12,7 @@ widths 64/128/256/384/512 as f/4, f/2, f, 3f/2, 2f):
   n = 1: Res(f→out)] → Res(out→out) → nearest ×2 upsampling; output = upper + lower.
   ``hourglass_residuals`` = r sets the residuals of the upper branch and of the first part of the
   lower branch (3 above, C2F's; r = 1 is Newell et al.'s original single-module hourglass:
-  upper = Res(in→out), lower = max-pool → Res(in→f) → …), about 1.45× faster per CPU step at the
+  upper = Res(in→out), lower = max-pool → Res(in→f) → …), 1.2–1.45× faster per CPU step at the
   tiny size (benchmarks/README.md).
 - **Stage 1**: hg1 = Hourglass(depth, f, 2f) → lin(2f→2f) → lin(2f→f) (= ``l2``; lin = 1×1 conv →
   norm → ReLU) → ``heatmap1`` = 1×1 conv f → J·d1 (2D heatmaps, d1 = 1).
