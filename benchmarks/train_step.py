@@ -112,12 +112,21 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def model_config(args: argparse.Namespace):
+    """The pose.model.ModelConfig the flags describe (preset, d2, norm, residuals, input size)."""
+    from pose.model import ModelConfig
+
+    overrides = {"input_size": args.input_size} if args.input_size else {}
+    return ModelConfig.preset(args.size, d2=args.d2, norm=args.norm, hourglass_residuals=args.hourglass_residuals,
+                              **overrides)
+
+
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     """Time ``args.worker``'s training step in this process; returns a result dict."""
     import torch
 
     from pose.losses import heatmap_l2, volume_l2_separable
-    from pose.model import C2FPoseNet, ModelConfig
+    from pose.model import C2FPoseNet
     from pose.targets import heatmap_2d, sigma_z_for, volume_target
 
     if args.threads:
@@ -126,8 +135,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm, hourglass_residuals=args.hourglass_residuals,
-                             **({"input_size": args.input_size} if args.input_size else {}))
+    cfg = model_config(args)
     model = C2FPoseNet(cfg).to(device).train()
     if args.memory_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)
@@ -247,10 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pose.model import ModelConfig
 
-    cfg = ModelConfig.preset(args.size, d2=args.d2, norm=args.norm, hourglass_residuals=args.hourglass_residuals,
-                             **({"input_size": args.input_size} if args.input_size else {}))
+    cfg = model_config(args)
     forwarded = [
         "--size", args.size, "--d2", str(args.d2), "--batch", str(args.batch),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--device", args.device,

@@ -242,3 +242,11 @@ def test_config_choices_match_the_library() -> None:
     assert config.HEATMAP2_INITS == HEATMAP2_INITS
     assert set(config.MODEL_FIELDS) <= set(ModelConfig.__dataclass_fields__)
     assert set(config.AUG_FIELDS) <= set(AugConfig.__dataclass_fields__)
+
+
+def test_synth_looks_choices_match_the_generator() -> None:
+    """workflows.config keeps its own copy of the choices (it imports no rendering code)."""
+    from pose.data.synth.generate import LOOKS
+    from workflows.config import SECTIONS
+
+    assert SECTIONS["data"]["synth_looks"].choices == LOOKS

@@ -55,11 +55,11 @@ def synth(cfg: dict, root: Path) -> Path:
     src = source_path(cfg["data"]["source"], root)
     try:
         if src is None:
-            argv = ["synth", "--out", str(tmp), "--seed", str(cfg["data"]["synth_seed"])]
-            if cfg["data"]["synth_frames"]:
-                argv += ["--frames", str(cfg["data"]["synth_frames"])]
             d = cfg["data"]
-            argv += ["--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"]]
+            argv = ["synth", "--out", str(tmp), "--seed", str(d["synth_seed"]),
+                    "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"]]
+            if d["synth_frames"]:
+                argv += ["--frames", str(d["synth_frames"])]
             _pose(argv)
         else:
             if not src.exists():

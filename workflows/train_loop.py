@@ -198,7 +198,11 @@ def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
     return model
 
 
-def _lr_factor(it: int, total: int, schedule: str, warmup: int, final: float = 0.02) -> float:
+#: where the cosine schedule ends, as a fraction of the stage's lr, when ``lr_final`` is not set
+LR_FINAL_FRACTION = 0.02
+
+
+def _lr_factor(it: int, total: int, schedule: str, warmup: int, final: float = LR_FINAL_FRACTION) -> float:
     """Learning-rate multiplier at iteration ``it`` of ``total``: linear warm-up over ``warmup``
     iterations, then constant, cosine from 1 down to ``final``, or ×0.1 for the last 20 % (step)."""
     if warmup and it < warmup:
@@ -243,7 +247,7 @@ def _datasets(config: Mapping[str, Any], input_size: int, seed: int, rank: int, 
     d = config["data"]
     aug = AugConfig(**d["aug"]) if isinstance(d["aug"], Mapping) else AugConfig()
     use_aug = bool(d["aug"])
-    cache = float(d.get("image_cache_mb") or 0)
+    cache = float(d["image_cache_mb"])
     train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, cache_mb=cache)
     if d["train_limit"] and d["train_limit"] < len(train):
         idx = np.sort(np.random.default_rng(seed + 17).choice(len(train), d["train_limit"], replace=False))
@@ -428,7 +432,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
 
     steps = max(1, len(loader))
     total = st["iterations"] or st["epochs"] * steps
-    final_factor = st["lr_final"] / st["lr"] if st.get("lr_final") is not None else 0.02
+    final_factor = LR_FINAL_FRACTION if st["lr_final"] is None else st["lr_final"] / st["lr"]
     epochs = math.ceil(total / steps)
     start_epoch, it, curve = 0, 0, []
 

@@ -9,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 
+from pose.data.synth.generate import LOOKS
 from pose.skeleton import BONES_17, LEFT_17, RIGHT_17, to17
 
 #: BGR colours of the preview: right side red, left side blue, centre green
@@ -31,7 +32,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tilt", type=float, default=0.0, metavar="P",
                         help="probability that a training pose is tilted about the pelvis by up to 90 degrees "
                         "(default 0)")
-    parser.add_argument("--looks", choices=("sequence", "frame"), default="sequence",
+    parser.add_argument("--looks", choices=LOOKS, default="sequence",
                         help="draw clothes/girth/light once per sequence (default) or per training frame")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="also write a grid of rendered samples with their 2D joints (read back from the files)")
