@@ -5,7 +5,9 @@ one thread); only the way images and labels are fetched differs:
 
 - ``txt``: ``SeedTxtReader.read`` (opens and parses 9 txt files, resolves the image path) +
   ``cv2.imread`` of the png, then ``make_sample``;
-- ``packed``: ``PackedDataset[i]`` (memory-mapped arrays, one ``pread`` of the image bytes).
+- ``packed``: ``PackedDataset[i]`` (memory-mapped arrays, one ``pread`` of the image bytes);
+- ``packed_cached``: the same with ``cache_mb`` (``data.image_cache_mb``) large enough for every
+  image, timed after a first pass has filled the cache (a later epoch: no decoding).
 
 Also measured: labels only (no image), and ``pose prepare`` packing speed.
 Reported as samples/s per core (CPU time of this process) and wall-clock samples/s.
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         splits = [tmp / "packed" / s for s in metas]
         datasets = [PackedDataset(p, input_size=args.input_size, train=True, seed=0) for p in splits]
         rows = [(ds, i) for ds in datasets for i in range(len(ds))]
+        cached = [(ds, i) for ds in (PackedDataset(p, input_size=args.input_size, train=True, seed=0, cache_mb=4096)
+                                     for p in splits) for i in range(len(ds))]
         cfg, enlarge = AugConfig(), DEFAULT_ENLARGE["seed"]
         rng = np.random.default_rng(0)
 
@@ -118,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             for ds, i in rows:
                 ds[i]
 
+        def packed_cached():
+            for ds, i in cached:
+                ds[i]
+
         def txt_labels():
             for i in indices:
                 reader.read(i)
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in (
             ("txt_full", txt_full),
             ("packed_full", packed_full),
+            ("packed_cached", packed_cached),
             ("txt_labels_only", txt_labels),
             ("packed_labels_only", packed_labels),
         ):
@@ -152,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         **results,
         "ratio_full_packed_over_txt": results["packed_full"]["per_core_per_s"]
         / results["txt_full"]["per_core_per_s"],
+        "ratio_cached_over_packed": results["packed_cached"]["per_core_per_s"]
+        / results["packed_full"]["per_core_per_s"],
         "ratio_labels_packed_over_txt": results["packed_labels_only"]["per_core_per_s"]
         / results["txt_labels_only"]["per_core_per_s"],
     }
@@ -160,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=1))
     print(f"samples: {n}, input {args.input_size}px, one process, one thread")
     print(f"pose prepare (validate + pack): {pack['per_core_per_s']:8.1f} samples/s per core")
-    for name in ("txt_full", "packed_full", "txt_labels_only", "packed_labels_only"):
+    for name in ("txt_full", "packed_full", "packed_cached", "txt_labels_only", "packed_labels_only"):
         r = results[name]
         print(f"{name:20s}: {r['per_core_per_s']:8.1f} samples/s per core ({r['wall_per_s']:8.1f} wall)")
     print(
         f"ratio packed/txt, decode+crop+augment: {report['ratio_full_packed_over_txt']:.2f}x; "
-        f"labels only: {report['ratio_labels_packed_over_txt']:.2f}x"
+        f"labels only: {report['ratio_labels_packed_over_txt']:.2f}x; cached/packed: "
+        f"{report['ratio_cached_over_packed']:.2f}x"
     )
     print(f"wrote {out}")
     return 0

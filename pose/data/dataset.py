@@ -160,8 +160,8 @@ class PackedDataset(Dataset):
             worker's seed (new every epoch, reproducible under ``torch.manual_seed``); None →
             ``torch.initial_seed()``. Draws follow the call order.
         cache_mb: keep up to this many MiB of decoded images in memory (per process; the first
-            samples read are kept, 0 = off), so later epochs skip image decoding (≈40 % of a
-            sample's loading time for the 224-px PNGs of the embedded data).
+            samples read are kept, 0 = off), so later epochs skip image decoding (sample loading
+            2.3–2.6× faster for 224-px PNGs, benchmarks/README.md).
     """
 
     def __init__(self, root_split_dir: str | os.PathLike, input_size: int = 256, train: bool = False,
