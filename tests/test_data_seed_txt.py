@@ -188,10 +188,78 @@ def test_parse_errors_are_one_line(tmp_path):
         seed_txt.parse_joints(p, 2, 4, num_joints=2)
 
 
-def test_camera_rows_with_fused_numbers(tmp_path):
-    """%12.6f rows without separator fuse values <= -1000 (real H36M T has e.g. -5078.0)."""
-    p = tmp_path / "cam.txt"
-    text = (TOY / "camera_all/100.txt").read_text()
-    p.write_text(text.replace(" 1841.107028 4955.284623 1563.445396", "-3564.010449-1013.917675 2552.646674"))
-    assert seed_txt.parse_camera(p)["T"].tolist() == [-3564.010449, -1013.917675, 2552.646674]
-    assert seed_txt.split_fused("1.5 -2.25-3.0 x") == ["1.5", "-2.25", "-3.0", "x"]
+# ----------------------------------------------------------------------------- fixed-width fields
+# The seed writes each number right-aligned in 12 characters; one that needs all 12 touches its left
+# neighbour. H36M camera 2's translation and a joint 1.04 m above the camera axis, as the seed writes them:
+CAM2_T = " 1761.278564-5078.006836 1606.265015"
+HEAD_3D = "  -22.241638-1041.121555 5311.463849 "
+
+
+@pytest.mark.parametrize(("line", "count", "want"), [
+    (" -602.280594  -340.855113  4709.494331 ", 3, ["-602.280594", "-340.855113", "4709.494331"]),  # whitespace
+    ("-1016.002272  -529.000260  4350.427787 ", 3, ["-1016.002272", "-529.000260", "4350.427787"]),
+    (CAM2_T, 3, ["1761.278564", "-5078.006836", "1606.265015"]),  # columns
+    (HEAD_3D, 3, ["-22.241638", "-1041.121555", "5311.463849"]),
+    (" 1761.27856412345.678901", None, ["1761.278564", "12345.678901"]),  # positive values touch too
+    ("-1000.000000-2000.000000", 2, ["-1000.000000", "-2000.000000"]),  # every field full
+    ("1.5 2.5", 3, ["1.5", "2.5"]),  # neither reading: the tokens, for the caller's count error
+    ("-602.280594-340.855113", 2, ["-602.280594-340.855113"]),  # touching but not in columns
+])
+def test_split_fields(line, count, want):
+    assert seed_txt.split_fields(line, count) == want
+
+
+def _toy_with(tmp_path: Path, field: str, name: str, old: str, new: str) -> Path:
+    p = tmp_path / f"{field}.txt"
+    text = (TOY / field / f"{name}.txt").read_text()
+    assert old in text
+    p.write_text(text.replace(old, new, 1))
+    return p
+
+
+def test_camera_rows_with_touching_values(tmp_path):
+    p = _toy_with(tmp_path, "camera_all", "100", " 1841.107028 4955.284623 1563.445396", CAM2_T)
+    cam = seed_txt.parse_camera(p)
+    assert cam["T"].tolist() == [1761.278564, -5078.006836, 1606.265015]
+    assert cam["f"].tolist() == [1145.049405, 1143.781096]  # the other blocks unchanged
+    # every field of a rotation row touching its neighbour
+    p = _toy_with(tmp_path, "camera_all", "100", "   -0.915362    0.401808    0.025748",
+                  "-1234.567890-2345.678901-3456.789012")
+    assert seed_txt.parse_camera(p)["R"][0].tolist() == [-1234.56789, -2345.678901, -3456.789012]
+
+
+def test_joint_files_with_touching_values(tmp_path):
+    p = _toy_with(tmp_path, "gt_joint_3d_mono_raw", "1000006", " -646.293649  -973.785478  4603.264664 ", HEAD_3D)
+    j3 = seed_txt.parse_joints(p, 3)
+    assert j3[15].tolist() == [-22.241638, -1041.121555, 5311.463849]  # the head top line
+    assert j3[0].tolist() == [-602.280594, -340.855113, 4709.494331]
+    p = _toy_with(tmp_path, "gt_joint_2d_raw_new", "1000", "  121.927262   100.361033", "  121.927262-1000.361033")
+    j2 = seed_txt.parse_joints(p, 2)
+    assert j2[0].tolist() == [121.927262, -1000.361033] and j2[1].tolist() == [131.866302, 98.582725]
+    # a line that is neither: one line naming the joint line, the count and the text
+    p = _toy_with(tmp_path, "gt_joint_3d_mono_raw", "1000006", " -646.293649  -973.785478  4603.264664 ",
+                  "-646.293649-973.785478 4603.264664")
+    with pytest.raises(BadSample, match=r"sample 7: .*joint line 16: expected 3 numbers, got 2 \(neither") as exc:
+        seed_txt.parse_joints(p, 3, 7)
+    assert "\n" not in str(exc.value)
+
+
+def test_bbox_with_touching_values(tmp_path):
+    p = tmp_path / "bbox.txt"
+    p.write_text("  -12.000000-1040.000000  658.000000  657.000000\n")
+    assert seed_txt.parse_bbox(p).tolist() == [-12.0, -1040.0, 658.0, 657.0]
+    p.write_text("-12-1040 658 657\n")  # touching without columns: rejected, not guessed
+    with pytest.raises(BadSample, match="expected 4 numbers x1 y1 x2 y2, got 3"):
+        seed_txt.parse_bbox(p, 2)
+
+
+def test_reader_accepts_touching_values(tmp_path):
+    """A whole sample whose camera is H36M camera 2 and whose head is above -1000 mm reads exactly."""
+    root = _toy_as_one_sample(tmp_path)
+    cam = root / "camera_all" / "5.txt"
+    cam.write_text(cam.read_text().replace(" 1841.107028 4955.284623 1563.445396", CAM2_T))
+    j3 = root / "gt_joint_3d_mono_raw" / "5.txt"
+    j3.write_text(j3.read_text().replace(" -646.293649  -973.785478  4603.264664 ", HEAD_3D))
+    s = SeedTxtReader(root).read(5)
+    assert s.T.tolist() == [1761.278564, -5078.006836, 1606.265015]
+    assert s.joints_3d[10].tolist() == [-22.241638, -1041.121555, 5311.463849]  # 17-joint head top

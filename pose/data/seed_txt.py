@@ -1,4 +1,4 @@
-"""Reader (and writer) for the Caffe seed's per-sample txt layout (pose_spec.md §6.3).
+"""Reader (and writer) for the Caffe seed's per-sample txt layout (real files: tests/fixtures/caffe_toy).
 
 Layout under a root folder, one file ``<index>.txt`` per sample in each field folder::
 
@@ -7,7 +7,7 @@ Layout under a root folder, one file ``<index>.txt`` per sample in each field fo
     scale/                 224.0                  crop side S (px)
     gt_joint_2d_raw_new/   32 lines "x y"         2D on the S×S crop
     gt_joint_3d_mono_raw/  32 lines "X Y Z "      camera frame, mm
-    camera_all/            R: T: f: c: k: p: blocks
+    camera_all/            R: T: f: c: k: p: blocks, rows of numbers
     image_path_file/       absolute path of the crop image (of the machine that wrote it)
     info_all/              7 "key value" lines (video_name, action_id, action_name, subaction_id,
                            camera_id, frame_id, video_name)
@@ -19,12 +19,20 @@ Layout under a root folder, one file ``<index>.txt`` per sample in each field fo
 the project's pixel-centre convention (``pose.camera.crop_affine``: box edge → −0.5, box centre →
 (S − 1)/2), so ``img_to_raw`` is ``raw = x1 + (u + 0.5) · (x2 − x1) / S`` (same for v with y1,
 y2), :func:`crop_to_raw_affine`. This is the seed's ``GenAug3D`` formula ``raw = n · (x2 − x1) +
-x1`` with the Caffe normalised coordinate ``n = (u + 0.5) / S`` (spec §11.2: Caffe uses
+x1`` with the Caffe normalised coordinate ``n = (u + 0.5) / S`` (Caffe samples pixel k at
 (k + 0.5)/W), and it is exactly the inverse of the map ``pose synth`` renders with; the plain
 reading ``raw = u / S · (x2 − x1) + x1`` differs by half a crop pixel (≈ 1 raw px). For the real
-H36M files the spec's caveat applies (§6.3: the mapping equals the raw GT only if ``bbx_all_new``
-is the box the crop was cut from, which the toy files, all of different samples, cannot
-confirm; and the real 2D GT includes lens distortion while our 3D → 2D check is pinhole).
+H36M files the mapping equals the raw GT only if ``bbx_all_new`` is the box the crop was cut
+from, which the toy files, all of different samples, cannot confirm; and the real 2D GT includes
+lens distortion while our 3D → 2D check is pinhole.
+
+**Numbers are fixed-width.** The seed writes every number right-aligned in a 12-character
+``%12.6f`` field with no separator of its own (``' -602.280594  -340.855113  4709.494331 '``), so
+a value that needs all 12 characters touches its left neighbour: Human3.6M camera 2's
+translation is ``' 1761.278564-5078.006836 1606.265015'``, a joint 1.04 m above the camera axis
+``'  -22.241638-1041.121555 5311.463849'``. :func:`split_fields` reads a row by whitespace when
+that gives the expected count of numbers and by 12-character columns otherwise (joint files,
+camera blocks, bbox).
 
 The stored-image ``bbox`` of a seed sample is the whole crop in pixel-centre convention,
 ``[-0.5, -0.5, S − 0.5, S − 0.5]``; ``img_to_raw`` maps it exactly onto ``bbx_all_new``.
@@ -39,6 +47,7 @@ boundary is **1559751 / 1559752** (not the README's 1559571), see :func:`split_b
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable
@@ -59,18 +68,38 @@ TEST_SUBJECTS: tuple[int, ...] = (9, 11)
 CAMERA_BLOCKS: dict[str, int] = {"R": 9, "T": 3, "f": 2, "c": 2, "k": 3, "p": 2}
 _RANGE_RE = re.compile(r"^S(\d+)_(.+)_range\.txt$")
 _SUBJECT_RE = re.compile(r"(?:^|[\\/])S(\d+)[\\/]")
-_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+#: The seed writes every number right-aligned in a ``%12.6f`` field (``' -602.280594  -340.855113'``).
+FIELD_WIDTH = 12
 
 
-def split_fused(line: str) -> list[str]:
-    """Whitespace tokens of a ``%12.6f``-per-value row, splitting numbers that the fixed width
-    fused (``-3564.010449-1013.917675``: a value <= -1000 fills all 12 columns). Tokens that are
-    not numbers are kept as they are (the caller reports them)."""
-    out: list[str] = []
-    for tok in line.split():
-        parts = _NUMBER_RE.findall(tok)
-        out += parts if len(parts) > 1 and "".join(parts) == tok else [tok]
-    return out
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def split_fields(line: str, count: int | None = None, width: int = FIELD_WIDTH) -> list[str]:
+    """The number strings of one row of the seed's files.
+
+    Whitespace tokens when they are ``count`` numbers (any number of them when ``count`` is None).
+    Otherwise the row is read as right-aligned ``width``-character columns: a value that needs all
+    12 characters touches its left neighbour (``' 1761.278564-5078.006836 1606.265015'``, the
+    translation of Human3.6M camera 2; ``'  -22.241638-1041.121555 5311.463849'``, a joint below
+    -1000 mm), which only the columns separate without guessing. When neither reading gives numbers
+    the whitespace tokens are returned for the caller to report.
+    """
+    tokens = line.split()
+    if (count is None or len(tokens) == count) and all(map(_is_number, tokens)):
+        return tokens
+    text = line.rstrip()
+    n = -(-len(text) // width)
+    padded = text.rjust(n * width)
+    cols = [padded[i * width:(i + 1) * width].strip() for i in range(n)]
+    if n and (count is None or n == count) and all(c and " " not in c and _is_number(c) for c in cols):
+        return cols
+    return tokens
 
 
 # ----------------------------------------------------------------------------- field parsers
@@ -102,8 +131,9 @@ def parse_scalar(path: Path, index: int = -1) -> float:
 
 
 def parse_bbox(path: Path, index: int = -1) -> np.ndarray:
-    """``bbx_all_new``: (4,) x1 y1 x2 y2 in raw px; requires x2 > x1 and y2 > y1."""
-    tokens = _read_text(path, index).split()
+    """``bbx_all_new``: (4,) x1 y1 x2 y2 in raw px (whitespace or 12-character columns, see
+    :func:`split_fields`); requires x2 > x1 and y2 > y1."""
+    tokens = split_fields(_read_text(path, index), 4)
     if len(tokens) != 4:
         raise BadSample(index, path, f"expected 4 numbers x1 y1 x2 y2, got {len(tokens)}")
     box = _floats(tokens, path, index, "bbox")
@@ -113,20 +143,26 @@ def parse_bbox(path: Path, index: int = -1) -> np.ndarray:
 
 
 def parse_joints(path: Path, dims: int, index: int = -1, num_joints: int = 32) -> np.ndarray:
-    """``gt_joint_2d_raw_new`` (dims=2) / ``gt_joint_3d_mono_raw`` (dims=3) → (num_joints, dims)."""
+    """``gt_joint_2d_raw_new`` (dims=2) / ``gt_joint_3d_mono_raw`` (dims=3) → (num_joints, dims).
+
+    Each line is read by :func:`split_fields` (whitespace, else 12-character columns)."""
     lines = [ln for ln in _read_text(path, index).splitlines() if ln.strip()]
     if len(lines) != num_joints:
         raise BadSample(index, path, f"expected {num_joints} joint lines, got {len(lines)}")
     tokens: list[str] = []
     for i, line in enumerate(lines):
         parts = line.split()
+        if len(parts) != dims:  # values that touch: read the 12-character columns
+            parts = split_fields(line, dims)
         if len(parts) != dims:
-            raise BadSample(index, path, f"joint line {i + 1}: expected {dims} numbers, got {len(parts)}")
+            raise BadSample(index, path, f"joint line {i + 1}: expected {dims} numbers, got {len(parts)} "
+                            f"(neither space-separated nor in {FIELD_WIDTH}-character columns): {line.strip()[:50]!r}")
         tokens += parts
     try:
         values = np.array(tokens, dtype=np.float64).reshape(num_joints, dims)
     except ValueError:
-        return np.stack([_floats(ln.split(), path, index, f"joint line {i + 1}") for i, ln in enumerate(lines)])
+        return np.stack([_floats(split_fields(ln, dims), path, index, f"joint line {i + 1}")
+                         for i, ln in enumerate(lines)])
     if not np.isfinite(values).all():
         bad = int(np.nonzero(~np.isfinite(values).all(1))[0][0])
         raise BadSample(index, path, f"joint line {bad + 1}: NaN or inf")
@@ -136,8 +172,8 @@ def parse_joints(path: Path, dims: int, index: int = -1, num_joints: int = 32) -
 def parse_camera(path: Path, index: int = -1) -> dict[str, np.ndarray]:
     """``camera_all``: dict R (3,3), T (3,), f (2,), c (2,), k (3,), p (2,) (H36M p order).
 
-    Rows are ``%12.6f`` per value without separator, so values <= -1000 touch their left
-    neighbour; :func:`split_fused` separates them."""
+    Rows are ``%12.6f`` per value without separator, so a value that needs all 12 characters
+    touches its left neighbour; :func:`split_fields` reads such a row by its columns."""
     blocks: dict[str, list[str]] = {}
     current: str | None = None
     for line in _read_text(path, index).splitlines():
@@ -152,7 +188,7 @@ def parse_camera(path: Path, index: int = -1) -> dict[str, np.ndarray]:
         elif current is None:
             raise BadSample(index, path, f"camera: text before the first block: {s[:40]!r}")
         else:
-            blocks[current].extend(split_fused(s))
+            blocks[current].extend(split_fields(line))
     out: dict[str, np.ndarray] = {}
     for name, n in CAMERA_BLOCKS.items():
         if name not in blocks:
@@ -306,8 +342,9 @@ class SeedTxtReader:
         if not self.root.is_dir():
             raise FileNotFoundError(f"seed layout root {self.root} is not a directory")
         self.ranges = read_index_ranges(self.root)
+        self._starts = [e.start for e in self.ranges]
         self._entries: list[tuple[int, int, str]] | None = None  # (index, subject, action_name)
-        self._lookup: dict[int, tuple[int, str]] | None = None
+        self._lookup: dict[int, tuple[int, str]] | None = None  # without ranges only
         self._action_names: tuple[str, ...] | None = None
         self._image_dir = self.root / "images"
 
@@ -343,7 +380,22 @@ class SeedTxtReader:
         """Global indices of ``split`` ("train": S1,5,6,7,8; "test": S9,S11; "all")."""
         if split not in ("train", "test", "all"):
             raise ValueError(f"split: expected train|test|all, got {split!r}")
+        if self.ranges:  # straight from the ranges: no per-sample tuples for Human3.6M's 2.1 M frames
+            return [i for e in self.ranges if split in ("all", split_of_subject(e.subject))
+                    for i in range(e.start, e.end + 1)]
         return [i for i, s, _ in self.entries() if split == "all" or split_of_subject(s) == split]
+
+    def locate(self, index: int) -> tuple[int, str] | None:
+        """(subject, action_name) of sample ``index``, None when no range holds it (a bisection of
+        the ranges: no per-sample table in each worker process)."""
+        if self.ranges:
+            k = bisect.bisect_right(self._starts, index) - 1
+            if k >= 0 and index <= self.ranges[k].end:
+                return self.ranges[k].subject, self.ranges[k].action_name
+            return None
+        if self._lookup is None:
+            self._lookup = {i: (s, a) for i, s, a in self.entries()}
+        return self._lookup.get(index)
 
     # -- one sample
     def field_path(self, field: str, index: int) -> Path:
@@ -364,11 +416,10 @@ class SeedTxtReader:
     def read(self, index: int, subject: int | None = None, action_name: str | None = None) -> RawSample:
         """Parse and check every field file of sample ``index``; raises :class:`BadSample`."""
         if subject is None or action_name is None:
-            if self._lookup is None:
-                self._lookup = {i: (s, a) for i, s, a in self.entries()}
-            if index not in self._lookup:
+            where = self.locate(index)
+            if where is None:
                 raise BadSample(index, self.root / "index_range", "index not in any range")
-            subject, action_name = self._lookup[index]
+            subject, action_name = where
         f = self.field_path
         bbox_raw = parse_bbox(f("bbx_all_new", index), index)
         parse_scalar(f("center_x", index), index)
