@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +142,8 @@ def test_bad_input_one_line_fail_and_skip(tmp_path, capsys, corrupt):
     assert reason in lines[0]
     assert leftovers(tmp_path, "packed") == []  # nothing half-written
     # skip: the rest is packed, the report lists the bad one
-    rc, stdout, err = run_cli([str(src), "--out", str(out), "--quiet", "--workers", "1", "--on-bad", "skip"], capsys)
+    rc, stdout, err = run_cli([str(src), "--out", str(out), "--quiet", "--workers", "1", "--on-bad", "skip",
+                               "--max-skip-fraction", "0.2"], capsys)  # 1 of 6 train samples
     assert rc == 0, err
     warnings = err.strip().splitlines()
     assert len(warnings) == 1 and f"sample {BAD}: {bad_file}: " in warnings[0] and reason in warnings[0]
@@ -176,16 +179,176 @@ def test_refuses_overwrite_unless_force(tmp_path, capsys):
     assert leftovers(tmp_path, "packed") == ["packed"]
 
 
-def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _interrupt_at_add(monkeypatch, n: int) -> None:
+    """The n-th ``PackWriter.add`` raises KeyboardInterrupt (as Ctrl-C would)."""
+    calls = []
+    original = PackWriter.add
+
+    def add(self, sample, data):
+        calls.append(sample.index)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        original(self, sample, data)
+
+    monkeypatch.setattr(PackWriter, "add", add)
+
+
+def _spy_checked(monkeypatch) -> list[int]:
+    checked: list[int] = []
+    work = prep._work
+    monkeypatch.setattr(prep, "_work", lambda i: checked.append(i) or work(i))
+    return checked
+
+
+TINY_SHARDS = 1  # bytes: every image closes the shard before it, so each sample is one shard
+
+
+def test_interrupted_run_resumes_after_its_complete_shards(tmp_path, monkeypatch):
     src = make_layout(tmp_path / "src")
+    fresh = prep.prepare(src, tmp_path / "fresh", shard_bytes=TINY_SHARDS, progress=False)
+    with monkeypatch.context() as m:
+        _interrupt_at_add(m, 5)  # shards 0-2 closed with their records, shard 3 open
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(src, tmp_path / "packed", shard_bytes=TINY_SHARDS, progress=False)
+    assert leftovers(tmp_path, "packed") == ["packed.partial"]  # no final folder, the partial kept
+    kept = sorted(p.name for p in (tmp_path / "packed.partial" / "train").iterdir())
+    assert kept == ["images_000.bin", "images_001.bin", "images_002.bin", "images_003.bin",
+                    "rows_000.npz", "rows_001.npz", "rows_002.npz"]
+    checked = _spy_checked(monkeypatch)
+    metas = prep.prepare(src, tmp_path / "packed", shard_bytes=TINY_SHARDS, progress=False)
+    assert checked == [3, 4, 5, 6, 7]  # train resumed after its three shards; test from the start
+    assert leftovers(tmp_path, "packed") == ["packed"]
+    assert {k: m["count"] for k, m in metas.items()} == {k: m["count"] for k, m in fresh.items()} == {"train": 6, "test": 2}
+    assert _files(tmp_path / "packed") == _files(tmp_path / "fresh")  # byte for byte
 
-    def boom(self, meta):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(PackWriter, "finish", boom)
-    with pytest.raises(KeyboardInterrupt):
-        prep.prepare(src, tmp_path / "packed", progress=False)
+def test_resume_rechecks_a_damaged_shard_and_what_follows(tmp_path, monkeypatch, capsys):
+    src = make_layout(tmp_path / "src")
+    with monkeypatch.context() as m:
+        _interrupt_at_add(m, 5)
+        rc, _, err = run_cli([str(src), "--out", str(tmp_path / "packed"), "--quiet", "--shard-mb", "1e-9"], capsys)
+    assert rc == 130 and err.strip().splitlines() == [
+        f"pose prepare: error: interrupted; complete shards kept in {tmp_path / 'packed.partial'}: run the same command "
+        "to resume"]
+    shard = tmp_path / "packed.partial" / "train" / "images_001.bin"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")  # same size, other bytes
+    checked = _spy_checked(monkeypatch)
+    rc, _, err = run_cli([str(src), "--out", str(tmp_path / "packed"), "--quiet", "--shard-mb", "1e-9"], capsys)
+    assert rc == 0, err
+    assert checked == [1, 2, 3, 4, 5, 6, 7]  # only shard 0 kept
+    assert "train: resuming after 1 complete shard(s) of an interrupted run (1 samples packed, 1 of 6 checked)" in err
+    assert prep.verify(tmp_path / "packed", progress=False)[tmp_path / "packed" / "train"]["count"] == 6
+    # a partial of other options is emptied, not mixed in
+    with monkeypatch.context() as m:
+        _interrupt_at_add(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(src, tmp_path / "other", shard_bytes=TINY_SHARDS, progress=False)
+    metas = prep.prepare(src, tmp_path / "other", every=2, shard_bytes=TINY_SHARDS, progress=False)
+    assert load_arrays(tmp_path / "other" / "train")["index"].tolist() == [0, 2, 4] and metas["test"]["count"] == 1
+    assert "starting afresh" in capsys.readouterr().err
+
+
+def test_bad_input_after_an_interruption_removes_the_partial(tmp_path, monkeypatch):
+    src = make_layout(tmp_path / "src")
+    with monkeypatch.context() as m:
+        _interrupt_at_add(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(src, tmp_path / "packed", shard_bytes=TINY_SHARDS, progress=False)
+    _nan(src)
+    with pytest.raises(BadSample, match=f"sample {BAD}: .*NaN"):
+        prep.prepare(src, tmp_path / "packed", shard_bytes=TINY_SHARDS, progress=False)
     assert leftovers(tmp_path, "packed") == []
+
+
+def test_too_many_skipped_stops_with_count_and_reasons(tmp_path, capsys):
+    src = make_layout(tmp_path / "src")
+    for i in (0, 1):  # two of one kind, then one each of three others
+        p = src / "gt_joint_3d_mono_raw" / f"{i}.txt"
+        p.write_text(p.read_text().replace(p.read_text().splitlines()[4], "         nan  -340.855113  4709.494331 "))
+    (src / "center_x" / "2.txt").unlink()
+    import cv2
+
+    cv2.imwrite(str(src / "images" / "3.png"), np.zeros((200, 224, 3), np.uint8))
+    p = src / "gt_joint_2d_raw_new" / "4.txt"
+    p.write_text("".join(p.read_text().splitlines(keepends=True)[:31]))
+    out = tmp_path / "packed"
+    rc, _, err = run_cli([str(src), "--out", str(out), "--quiet", "--on-bad", "skip", "--max-skip-fraction", "0.5"], capsys)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 5 and all(ln.startswith("pose prepare: warning: skipped sample ") for ln in lines[:4])
+    assert lines[-1] == (
+        "pose prepare: error: train: 4 of the first 4 samples are bad, more than --max-skip-fraction "
+        "(data.max_skip_fraction) 0.5 of the 6 allows; most common: 2 × gt_joint_3d_mono_raw: joint line #: NaN or "
+        "inf; 1 × center_x: file missing; 1 × images: image is #x#, expected #x#")
+    assert leftovers(tmp_path, "packed") == []
+    # the default (1 %) stops at the first bad sample of 6; a larger fraction packs the rest
+    rc, _, err = run_cli([str(src), "--out", str(out), "--quiet", "--on-bad", "skip"], capsys)
+    assert rc == 1 and "1 of the first 1 samples are bad" in err and "0.01 of the 6" in err
+    rc, _, err = run_cli([str(src), "--out", str(out), "--quiet", "--on-bad", "skip", "--max-skip-fraction", "1"], capsys)
+    assert rc == 0 and load_arrays(out / "train")["index"].tolist() == [5]
+
+
+# ----------------------------------------------------------------------------- a packed folder proves it is whole
+@pytest.fixture
+def packed_copy(tmp_path) -> Path:
+    """A packed folder of one sample per shard (train: 6 shards, test: 2), copied as to a cluster volume."""
+    src = make_layout(tmp_path / "src")
+    prep.prepare(src, tmp_path / "packed", shard_bytes=TINY_SHARDS, progress=False)
+    shutil.copytree(tmp_path / "packed", tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_meta_records_every_file_with_size_and_checksum(packed_copy):
+    d = packed_copy / "train"
+    meta = read_meta(d)
+    on_disk = sorted(p.name for p in d.iterdir() if p.name not in ("meta.json", "report.json"))
+    assert sorted(meta["files"]) == on_disk and len(on_disk) == 18 + 6 and meta["num_shards"] == 6
+    for name, entry in meta["files"].items():
+        data = (d / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+
+
+def test_incomplete_copy_fails_when_opened_naming_the_shard(packed_copy, capsys):
+    shard = packed_copy / "train" / "images_004.bin"
+    n = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[:-10])  # the copy stopped 10 bytes short
+    want = f"{shard}: {n - 10:,} bytes, meta.json records {n:,} (an incomplete copy of {packed_copy / 'train'}?)"
+    with pytest.raises(ValueError) as exc:
+        read_meta(packed_copy / "train")
+    assert str(exc.value) == want
+    from pose.data.dataset import PackedDataset
+
+    with pytest.raises(ValueError, match="images_004.bin: "):  # what a training stage opens
+        PackedDataset(packed_copy / "train", input_size=64)
+    rc, out, err = run_cli(["--verify", str(packed_copy), "--quiet"], capsys)
+    assert rc == 1 and err.strip().splitlines() == [f"pose prepare: error: {want}"] and out == ""
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match=f"^{shard}: missing, but meta.json lists it"):
+        load_arrays(packed_copy / "train")
+
+
+def test_verify_compares_every_checksum(packed_copy, capsys):
+    rc, out, err = run_cli(["--verify", str(packed_copy), "--quiet"], capsys)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert [ln.split(": ")[1] for ln in lines] == [str(packed_copy / "train"), str(packed_copy / "test")]
+    assert lines[0].endswith("24 files, 0.00 GB, 6 samples: sizes and SHA-256 match meta.json")
+    shard = packed_copy / "test" / "images_001.bin"
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0xFF  # same size, one byte changed: opening passes, --verify does not
+    shard.write_bytes(bytes(data))
+    assert read_meta(packed_copy / "test")["count"] == 2
+    rc, out, err = run_cli(["--verify", str(packed_copy / "test"), "--quiet"], capsys)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"pose prepare: error: {shard}: SHA-256 ") and "meta.json records" in err
+    rc, _, err = run_cli(["--verify", str(packed_copy / "nope"), "--quiet"], capsys)
+    assert rc == 1 and "not a packed folder" in err
+    rc, _, err = run_cli(["--quiet"], capsys)
+    assert rc == 2 and err.strip() == "pose prepare: error: give SRC and --out DIR (or --verify DIR)"
 
 
 def test_subsampling_options_and_workers(tmp_path):
@@ -204,7 +367,8 @@ def test_workers_pool_order_and_bad_samples(tmp_path, monkeypatch):
     src = make_layout(tmp_path / "src")
     _nan(src)  # BadSample results must cross the process boundary
     monkeypatch.setattr(prep, "select_indices", lambda idx, *a, **k: list(idx) * 12)  # 72 > 64 → pool
-    metas = prep.prepare(src, tmp_path / "b", split="train", workers=2, progress=False, on_bad="skip")
+    metas = prep.prepare(src, tmp_path / "b", split="train", workers=2, progress=False, on_bad="skip",
+                         max_skip_fraction=0.2)
     assert load_arrays(tmp_path / "b" / "train")["index"].tolist() == [0, 1, 2, 4, 5] * 12
     assert metas["train"]["skipped"] == 12
     with pytest.raises(BadSample, match=f"sample {BAD}: .*NaN"):

@@ -49,3 +49,22 @@ def test_mean_pose_baseline_is_the_training_mean(micro_packed):
     assert mp.shape == (17, 3)
     np.testing.assert_allclose(mp[0], 0.0, atol=1e-9)
     np.testing.assert_allclose(mp, (j3 - j3[:, :1]).mean(0), atol=1e-9)
+
+
+def test_incomplete_packed_copy_is_one_line_before_any_model(micro_packed, tmp_path):
+    """A shard cut short (a partial copy) stops evaluate with one line naming it, before any checkpoint is read."""
+    import shutil
+
+    from workflows.common import UserError
+    from workflows.config import make_profile
+    from workflows.evaluate import evaluate
+
+    packed = tmp_path / "outputs" / "data" / "packed"
+    shutil.copytree(micro_packed, packed)
+    shard = packed / "test" / "images_000.bin"
+    n = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[: n // 2])
+    with pytest.raises(UserError) as exc:
+        evaluate(make_profile("micro"), tmp_path)
+    assert str(exc.value) == (f"{shard}: {n // 2:,} bytes, meta.json records {n:,} (an incomplete copy of "
+                              f"{packed / 'test'}?)")

@@ -23,7 +23,7 @@ TINY = {"width": 32, "blocks": 1, "eval_every": 0}
 
 def write_packed_split(out: Path, rows: slice) -> Path:
     """A packed split (``pose prepare`` format, arrays + meta.json only) from the H36M fixture."""
-    from pose.data.packed import PACK_VERSION
+    from pose.data.packed import PACK_VERSION, file_entry
 
     d = np.load(FIXTURE)
     S, K = d["S"][rows].astype(np.float32), d["K"][rows].astype(np.float32)
@@ -44,8 +44,9 @@ def write_packed_split(out: Path, rows: slice) -> Path:
         np.save(out / f"{k}.npy", v)
     from pose.skeleton import ACTIONS_H36M
 
+    files = {f"{k}.npy": file_entry(out / f"{k}.npy") for k in arrays}
     (out / "meta.json").write_text(json.dumps({"version": PACK_VERSION, "count": n,
-                                               "action_names": list(ACTIONS_H36M)}))
+                                               "action_names": list(ACTIONS_H36M), "files": files}))
     return out
 
 
@@ -146,3 +147,20 @@ def test_missing_data_is_one_line_error(tmp_path, capsys):
     rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "no packed split" in err[0]
+
+
+def test_incomplete_packed_copy_is_one_line_error(tmp_path, capsys):
+    from workflows.common import run_cli
+    from workflows.config import make_profile, write_config
+
+    write_packed_split(tmp_path / "packed" / "train", slice(0, 20))
+    write_packed_split(tmp_path / "packed" / "test", slice(20, 30))
+    array = tmp_path / "packed" / "test" / "joints_3d.npy"
+    n = array.stat().st_size
+    array.write_bytes(array.read_bytes()[:-12])
+    conf = write_config(make_profile("micro"), tmp_path / "stages.yaml")
+    rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path),
+                          "--data", str(tmp_path / "packed")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err == [f"error: {array}: {n - 12:,} bytes, meta.json records {n:,} (an incomplete copy of "
+                               f"{tmp_path / 'packed' / 'test'}?)"]

@@ -94,6 +94,10 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     for d in (train_dir, test_dir):
         if not (d / "meta.json").is_file():
             raise UserError(f"prepared data not found: {d}/meta.json (run `dvc repro prepare`)")
+        try:
+            read_meta(d)  # every array and shard present with its recorded size
+        except (OSError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     ckpts = {}
     for key in cfg["train"]:
         p = outputs_dir(root, "stages", key, "model.pt")

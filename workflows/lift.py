@@ -256,10 +256,16 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     if args.extra_2d:
         params["extra_2d"] = list(params["extra_2d"]) + list(args.extra_2d)
     data_dir = Path(args.data).resolve() if args.data else outputs_dir(root, "data", "packed")
+    from pose.data.packed import read_meta
+
     for split in ("train", "test"):
         if not (data_dir / split / "meta.json").is_file():
             raise UserError(f"{data_dir / split}: no packed split (run `pose synth` + `pose prepare`, "
                             "or `python workflows/data.py`)")
+        try:
+            read_meta(data_dir / split)  # every array and shard present with its recorded size
+        except (OSError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     extra = []
     for path in params["extra_2d"]:
         ps = Path(path) if Path(path).is_absolute() else root / path
