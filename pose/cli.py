@@ -30,14 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        args = parser.parse_args(argv[:1] if argv else ["--help"])
+        parser.parse_args(argv[:1] if argv else ["--help"])
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
+    return run_command(name, importlib.import_module(COMMANDS[name][0]), argv[1:])
+
+
+def run_command(name: str, module, argv: list[str]) -> int:
+    """``pose NAME ARGV...`` with the subcommand's already imported ``module`` (the DVC stages
+    import theirs by name, so their code dependencies can be followed: tests/test_dvc_pipeline.py)."""
     cmd_parser = argparse.ArgumentParser(prog=f"pose {name}", description=COMMANDS[name][1])
     module.build_parser(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
-    return int(module.main(args) or 0)
+    return int(module.main(cmd_parser.parse_args(argv)) or 0)
 
 
 if __name__ == "__main__":

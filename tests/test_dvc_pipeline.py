@@ -70,6 +70,104 @@ def test_dvc_yaml_matches_stages_yaml(repo_root):
     assert dvc["stages"]["lift_unsupervised"]["cmd"] == "python workflows/lift.py --mode unsupervised"
 
 
+# Run in a fresh interpreter from the repository root: import the entry modules, then follow every
+# import statement of every project module loaded (at any depth, so imports inside functions count;
+# a module's lazy ``__getattr__`` is followed through the names other modules import from it) until
+# nothing new loads; print the project files in sys.modules.
+_CODE_CLOSURE = r"""
+import ast, importlib, importlib.util, json, sys
+from pathlib import Path
+
+ROOT = Path.cwd().resolve()
+sys.path.insert(0, str(ROOT))
+
+
+def project_file(mod):
+    f = getattr(mod, "__file__", None)
+    p = Path(f).resolve() if f else None
+    return p if p and p.is_file() and p.is_relative_to(ROOT) and ".venv" not in p.parts else None
+
+
+def imports_of(path, package):
+    tree = ast.parse(path.read_text())
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((a.name, []) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            yield base, [a.name for a in node.names]
+
+
+def load(name, names):
+    top = name.split(".")[0]
+    if importlib.util.find_spec(top) is None or project_file(importlib.import_module(top)) is None:
+        return
+    mod = importlib.import_module(name)
+    for n in names:
+        if hasattr(mod, "__path__") and importlib.util.find_spec(f"{name}.{n}") is not None:
+            importlib.import_module(f"{name}.{n}")
+        else:
+            getattr(mod, n, None)
+
+
+for entry in sys.argv[1:]:
+    importlib.import_module(entry)
+seen = set()
+while todo := [(n, m) for n, m in list(sys.modules.items()) if n not in seen and project_file(m)]:
+    for name, mod in todo:
+        seen.add(name)
+        package = name if hasattr(mod, "__path__") else name.rpartition(".")[0]
+        for target, names in imports_of(project_file(mod), package):
+            load(target, names)
+files = {str(project_file(m).relative_to(ROOT)) for m in list(sys.modules.values()) if project_file(m)}
+print(json.dumps(sorted(files)))
+"""
+
+
+def _stage_entries(dvc: dict) -> dict[str, tuple[str, list[str]]]:
+    """{stage: (entry module, deps)} for every stage of dvc.yaml (a foreach stage once, by its name)."""
+    out = {}
+    for name, stage in dvc["stages"].items():
+        body = stage["do"] if "foreach" in stage else stage
+        m = re.match(r"python (workflows/\w+)\.py\b", body["cmd"])
+        assert m, f"{name}: cmd {body['cmd']!r} does not run a workflows/ script"
+        out[name] = (m.group(1).replace("/", "."), [str(d) for d in body["deps"]])
+    return out
+
+
+def uncovered(files: list[str], deps: list[str]) -> list[str]:
+    """The files no dep names, itself or as a folder above it."""
+    return [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
+
+
+def test_every_stage_depends_on_the_code_it_runs(repo_root, run_cli):
+    """A change of any project file a stage runs must make `dvc status` call that stage changed."""
+    stages = _stage_entries(yaml.safe_load((repo_root / "dvc.yaml").read_text()))
+    closures: dict[str, list[str]] = {}
+    for name, (entry, deps) in stages.items():
+        if entry not in closures:
+            r = run_cli([sys.executable, "-c", _CODE_CLOSURE, entry], cwd=repo_root, timeout=300)
+            assert r.returncode == 0, r.stderr[-3000:]
+            closures[entry] = json.loads(r.stdout)
+        files = closures[entry]
+        assert f"{entry.replace('.', '/')}.py" in files and "pose/skeleton.py" in files
+        missing = uncovered(files, deps)
+        assert missing == [], f"dvc.yaml stage {name}: add to its deps the project code it runs: {missing}"
+        code_deps = [d for d in deps if d.startswith(("pose/", "workflows/"))]
+        assert [d for d in code_deps if not (repo_root / d).exists()] == [], f"{name}: a code dep does not exist"
+    # the check can fail: the train stages without pose/camera.py (as before issue 16), the evaluate
+    # stage without the whole data package
+    train_files, train_deps = closures["workflows.stage"], stages["train"][1]
+    assert uncovered(train_files, [d for d in train_deps if d != "pose/camera.py"]) == ["pose/camera.py"]
+    eval_files = closures["workflows.evaluate"]
+    assert {"pose/viz.py", "pose/data/dataset.py", "pose/model.py"} <= set(eval_files)
+    assert "pose/lift_data.py" in closures["workflows.lift"] and "pose/data/synth/cli.py" in closures["workflows.data"]
+
+
 def test_dvc_dag_lists_the_chain(run_cli, repo_root):
     r = _dvc(run_cli, repo_root, "stage", "list", timeout=120)
     assert r.returncode == 0, r.stderr
@@ -120,3 +218,17 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-4000:]
     assert _ran(r.stdout) == {"train@d2_32", "train@d2_64", "evaluate"}, r.stdout[-4000:]
     assert load_config(repo / "stages.yaml")["train"]["d2_32"]["lr"] == pytest.approx(1e-3)
+
+    # A code change makes exactly the stages that run that code out of date (dvc status, no rerun).
+    train_and_after = {f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)} | {"evaluate"}
+    for path, stages in (("pose/lift_data.py", {"lift_supervised", "lift_unsupervised"}),
+                         ("pose/data/dataset.py", train_and_after | {"lift_supervised", "lift_unsupervised"}),
+                         ("pose/camera.py", expected_all)):
+        before = (repo / path).read_text()
+        (repo / path).write_text(before + "# a comment\n")
+        r = _dvc(run_cli, repo, "status", "--json", timeout=300)
+        (repo / path).write_text(before)
+        assert r.returncode == 0, r.stderr
+        changed = {name for name, entries in json.loads(r.stdout).items()
+                   if any(path in e.get("changed deps", {}) for e in entries if isinstance(e, dict))}
+        assert changed == stages, path

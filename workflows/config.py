@@ -7,7 +7,7 @@ Layout (every section is a mapping; unknown keys are errors)::
     model:    {preset: tiny|micro|full, <ModelConfig field>: value, ...}   (d2 / heatmap2_std come from the stage)
     targets:  {sigma_2d, depth_range: [lb, ub]}                           (mm; one range for encode + decode)
     data:     {source: embedded | PATH, layout, synth_frames, synth_seed, synth_limb_mix, synth_tilt,
-               synth_looks: sequence|frame, on_bad,
+               synth_looks: sequence|frame, on_bad, max_skip_fraction,
                aug: true | false | {scale_factor, rot_factor, rot_prob, rot_max, flip_prob, color_factor},
                train_limit, val_size, loader_workers, image_cache_mb}
     train:                      # the curriculum: one entry per stage, keyed d2_XX (XX = d2, 2 digits)
@@ -154,6 +154,7 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "synth_tilt": _F("float", 0.0, check=_unit),
         "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),
         "on_bad": _F("str", "skip", choices=("skip", "fail")),
+        "max_skip_fraction": _F("float", 0.01, check=_unit),
         "aug": _F("any", True),
         "train_limit": _F("int", None, null=True, check=_ge1),
         "val_size": _F("int", 256, check=_ge1),
@@ -591,7 +592,8 @@ def make_profile(name: str) -> dict[str, Any]:
             # mixing 0.5 and per-frame looks; no tilted copies (they helped GetupFaceup but cost
             # the other actions more at this budget: 237.3 vs 230.8 mm over the whole test)
             "data": {"source": "embedded", "layout": "auto", "synth_frames": 8000, "synth_seed": 0,
-                     "synth_limb_mix": 0.5, "synth_tilt": 0.0, "synth_looks": "frame", "on_bad": "skip", "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
+                     "synth_limb_mix": 0.5, "synth_tilt": 0.0, "synth_looks": "frame", "on_bad": "skip",
+                     "max_skip_fraction": 0.01, "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
                      "train_limit": None, "val_size": 200, "loader_workers": 0, "image_cache_mb": 1200},
             "train": _curriculum(_default_stage),
             "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None,
@@ -602,7 +604,8 @@ def make_profile(name: str) -> dict[str, Any]:
         prof = {
             "model": {"preset": "full", "norm": "bn"},
             "data": {"source": "embedded", "layout": "auto", "synth_frames": None, "synth_seed": 0,
-                     "on_bad": "skip", "aug": True, "train_limit": None, "val_size": 1024, "loader_workers": 8},
+                     "on_bad": "skip", "max_skip_fraction": 0.01, "aug": True, "train_limit": None, "val_size": 1024,
+                     "loader_workers": 8},
             "train": _curriculum(_full_stage),
             "evaluate": {"subset_size": 2000, "batch_size": 32, "bone_fit": True, "max_samples": None,
                          "flip_test": True},
@@ -620,7 +623,8 @@ def make_profile(name: str) -> dict[str, Any]:
         prof = {
             "model": {"preset": "micro"},
             "data": {"source": "embedded", "layout": "auto", "synth_frames": 48, "synth_seed": 0,
-                     "on_bad": "skip", "aug": False, "train_limit": 32, "val_size": 8, "loader_workers": 0},
+                     "on_bad": "skip", "max_skip_fraction": 0.01, "aug": False, "train_limit": 32, "val_size": 8,
+                     "loader_workers": 0},
             "train": _curriculum(_micro_stage),
             "evaluate": {"subset_size": 8, "batch_size": 8, "bone_fit": True, "max_samples": 16,
                          "flip_test": False},

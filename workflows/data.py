@@ -10,11 +10,13 @@
 - a path (absolute, or relative to the project root) to real Human3.6M in the seed txt layout or
   the JSON (mks0601/3DMPPE) layout: ``synth`` only records the resolved path in
   ``outputs/data/raw/SOURCE.txt`` and ``prepare`` packs the path directly (``data.layout``,
-  ``data.on_bad``). DVC does not hash the external dataset (it is large); after changing its
-  files in place run ``dvc repro -f prepare``.
+  ``data.on_bad``, ``data.max_skip_fraction``: the largest fraction of a split that may be skipped
+  as bad before ``prepare`` stops). DVC does not hash the external dataset (it is large); after
+  changing its files in place run ``dvc repro -f prepare``.
 
 ``prepare`` writes ``outputs/data/packed/{train,test}`` via ``pose prepare SRC --out ... --split all``
-(atomic). Errors (missing path, unreadable data) are one ``error:`` line and exit code 1.
+(atomic; an interrupted run resumes from ``outputs/data/packed.partial``). Errors (missing path,
+unreadable data, too much of a split bad) are one ``error:`` line and exit code 1.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ def source_path(source: str, root: Path) -> Path | None:
     return (p if p.is_absolute() else root / p).resolve()
 
 
-def _pose(argv: list[str]) -> None:
-    from pose.cli import main as pose_main
+def _pose(name: str, module, argv: list[str]) -> None:
+    """Run ``pose NAME ARGV...`` in this process; a non-zero exit is a :class:`UserError`."""
+    from pose.cli import run_command
 
-    rc = pose_main(argv)
+    rc = run_command(name, module, argv)
     if rc:
-        raise UserError(f"`pose {' '.join(argv)}` failed with exit code {rc}")
+        raise UserError(f"`pose {name} {' '.join(argv)}` failed with exit code {rc}")
 
 
 def synth(cfg: dict, root: Path) -> Path:
@@ -55,12 +58,14 @@ def synth(cfg: dict, root: Path) -> Path:
     src = source_path(cfg["data"]["source"], root)
     try:
         if src is None:
+            from pose.data.synth import cli as synth_cli
+
             d = cfg["data"]
-            argv = ["synth", "--out", str(tmp), "--seed", str(d["synth_seed"]),
+            argv = ["--out", str(tmp), "--seed", str(d["synth_seed"]),
                     "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"]]
             if d["synth_frames"]:
                 argv += ["--frames", str(d["synth_frames"])]
-            _pose(argv)
+            _pose("synth", synth_cli, argv)
         else:
             if not src.exists():
                 raise UserError(f"data.source: path does not exist: {src}")
@@ -82,11 +87,15 @@ def prepare(cfg: dict, root: Path) -> Path:
             raise UserError(f"embedded data not rendered: {src} missing (run `dvc repro synth`)")
     elif not src.exists():
         raise UserError(f"data.source: path does not exist: {src}")
+    from pose.data import prepare as pose_prepare
+
     out = outputs_dir(root, "data", "packed")
     if out.exists():
         shutil.rmtree(out)
-    _pose(["prepare", str(src), "--out", str(out), "--layout", cfg["data"]["layout"], "--split", "all",
-           "--on-bad", cfg["data"]["on_bad"], "--workers", "1"])
+    d = cfg["data"]
+    _pose("prepare", pose_prepare, [str(src), "--out", str(out), "--layout", d["layout"], "--split", "all",
+                                    "--on-bad", d["on_bad"], "--max-skip-fraction", str(d["max_skip_fraction"]),
+                                    "--workers", "1"])
     for split in ("train", "test"):
         if not (out / split / "meta.json").is_file():
             shutil.rmtree(out, ignore_errors=True)
