@@ -15,7 +15,7 @@ Reported as samples/s per core (CPU time of this process) and wall-clock samples
     python benchmarks/data_loader.py [--src SEED_LAYOUT] [--n 300] [--input-size 256] [--out JSON]
 
 Without ``--src`` a seed layout is written from the real S9 poses of
-``/work/shared/reference/data/c2f-vol-demo/valid.npz`` (224×224 png crops).
+``tests/data/c2f-vol-demo/valid.npz`` (224×224 png crops).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pose.data.packed import load_arrays
 from pose.data.prepare import prepare
 from pose.data.seed_txt import SeedTxtReader
 
-VALID = Path("/work/shared/reference/data/c2f-vol-demo/valid.npz")
+VALID = Path(__file__).resolve().parent.parent / "tests" / "data" / "c2f-vol-demo" / "valid.npz"
 
 
 def _timed(fn, n: int) -> dict:

@@ -1,6 +1,6 @@
 """Training augmentation: scale, rotation, horizontal flip with left/right swap, colour jitter.
 
-Ranges (pose_spec.md §6.1 C2F / §6.2 Integral, identical in both):
+Ranges (those of the C2F and Integral training code, identical in both):
 
 - scale ``s = clip(1 + scale_factor·N(0,1), 1 − scale_factor, 1 + scale_factor)`` (0.75..1.25);
   ``s > 1`` zooms out (the crop box side is multiplied by ``s``);

@@ -1,4 +1,4 @@
-"""Reader for the widely used Human3.6M annotation JSON layout (mks0601/3DMPPE; pose_spec.md §6.4).
+"""Reader for the widely used Human3.6M annotation JSON layout (mks0601/3DMPPE).
 
 Files (in ``ROOT/annotations/`` or ``ROOT/``), per subject S::
 

@@ -1,6 +1,5 @@
-"""Writer for the Caffe seed's per-sample txt layout (``pose_spec.md`` §6.3), number formats copied
-from the real files in ``shared/reference/data/c2f-3dhm-human-caffe/toy_example`` and
-``full/index_range``:
+"""Writer for the Caffe seed's per-sample txt layout, number formats copied from the real files of
+the seed (``tests/fixtures/caffe_toy``: one file of every field and its ``index_range/``):
 
 - ``bbx_all_new/<i>.txt``: ``x1 y1 x2 y2`` integers separated by one space;
 - ``center_x``/``center_y``: ``112.0``; ``scale``: ``224.0``;
