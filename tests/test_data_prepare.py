@@ -252,6 +252,22 @@ def test_resume_rechecks_a_damaged_shard_and_what_follows(tmp_path, monkeypatch,
     assert "starting afresh" in capsys.readouterr().err
 
 
+def test_a_second_run_on_the_same_output_is_refused(tmp_path):
+    import fcntl
+    import os
+
+    src = make_layout(tmp_path / "src")
+    (tmp_path / "packed.partial").mkdir()
+    fd = os.open(tmp_path / "packed.partial", os.O_RDONLY)  # as a running `pose prepare` holds it
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(FileExistsError, match=f"^{tmp_path / 'packed.partial'}: another `pose prepare` is writing it$"):
+            prep.prepare(src, tmp_path / "packed", progress=False)
+    finally:
+        os.close(fd)
+    assert prep.prepare(src, tmp_path / "packed", progress=False)["train"]["count"] == 6
+
+
 def test_bad_input_after_an_interruption_removes_the_partial(tmp_path, monkeypatch):
     src = make_layout(tmp_path / "src")
     with monkeypatch.context() as m:
@@ -361,6 +377,41 @@ def test_subsampling_options_and_workers(tmp_path):
     prep.prepare(src, tmp_path / "b", split="train", workers=2, progress=False)
     arr = load_arrays(tmp_path / "b" / "train")
     assert arr["index"].tolist() == list(range(6))
+
+
+_ORIGINAL_WORK = prep._work
+_STARTED = None  # a multiprocessing.Value shared with the forked workers
+
+
+def _counting_work(index):
+    with _STARTED.get_lock():
+        _STARTED.value += 1
+    return _ORIGINAL_WORK(index)
+
+
+def test_workers_stay_a_bounded_window_ahead_of_a_slow_writer(tmp_path, monkeypatch):
+    """Checked samples wait in memory for the writer; with a slow writer at most the window does."""
+    import multiprocessing as mp
+    import time
+
+    global _STARTED
+    _STARTED = mp.get_context("fork").Value("i", 0)
+    src = make_layout(tmp_path / "src")
+    monkeypatch.setattr(prep, "select_indices", lambda idx, *a, **k: list(idx) * 12)  # 72 > 64 → pool
+    monkeypatch.setattr(prep, "_work", _counting_work)
+    monkeypatch.setattr(prep, "_CHUNK", 1)
+    monkeypatch.setattr(prep, "_IN_FLIGHT_PER_WORKER", 2)  # window: 2 workers x 2 samples
+    ahead, original_add = [], PackWriter.add
+
+    def slow_add(self, sample, data):
+        time.sleep(0.01)
+        ahead.append(_STARTED.value - len(self))  # checked or being checked, not yet written
+        original_add(self, sample, data)
+
+    monkeypatch.setattr(PackWriter, "add", slow_add)
+    prep.prepare(src, tmp_path / "p", split="train", workers=2, progress=False)
+    assert load_arrays(tmp_path / "p" / "train")["index"].tolist() == list(range(6)) * 12
+    assert len(ahead) == 72 and max(ahead) <= 4 + 1  # the window, and the sample being written
 
 
 def test_workers_pool_order_and_bad_samples(tmp_path, monkeypatch):

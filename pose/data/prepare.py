@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -63,6 +64,8 @@ PROG = "pose prepare"
 DEFAULT_MAX_SKIP_FRACTION = 0.01
 _JOB = "job.json"  # inside DIR.partial: the inputs and options its shards were written for
 _READER = None  # the reader of the current run, shared with forked workers
+_CHUNK = 32  # samples per task of a worker process
+_IN_FLIGHT_PER_WORKER = 8 * _CHUNK  # samples checked but not yet written, per worker, at most
 
 EPILOG = """\
 resuming: output goes to DIR.partial and is renamed onto DIR when complete. After an interruption
@@ -201,14 +204,24 @@ def pack_split(reader, indices: Sequence[int], out_dir: Path, *, on_bad: str = "
     bar = tqdm(total=len(indices), initial=writer.position, desc=desc, unit="sample", disable=not progress,
                file=sys.stderr)
     pool = None
+    window, stop = threading.Semaphore(workers * _IN_FLIGHT_PER_WORKER), threading.Event()
+
+    def feed():  # at most `window` samples checked ahead of the writer: memory bounded when it is the slower
+        for index in todo:
+            while not window.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            yield index
+
     try:
         if workers > 1 and len(todo) > 64:
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
             pool = ctx.Pool(workers, initializer=_init_worker)
-            results = pool.imap(_work, todo, chunksize=32)
+            results = pool.imap(_work, feed(), chunksize=_CHUNK)
         else:
             results = map(_work, todo)
         for result in results:
+            window.release()
             bar.update(1)
             if isinstance(result, BadSample):
                 if on_bad == "fail":
@@ -222,6 +235,7 @@ def pack_split(reader, indices: Sequence[int], out_dir: Path, *, on_bad: str = "
             writer.add(*result)
     finally:
         bar.close()
+        stop.set()
         if pool is not None:
             pool.terminate()
             pool.join()
