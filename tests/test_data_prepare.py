@@ -328,6 +328,15 @@ def test_meta_records_every_file_with_size_and_checksum(packed_copy):
         assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
 
 
+def test_a_shard_also_closes_at_shard_rows_samples(tmp_path, monkeypatch):
+    import pose.data.packed as packed
+
+    monkeypatch.setattr(packed, "SHARD_ROWS", 4)
+    metas = prep.prepare(make_layout(tmp_path / "src"), tmp_path / "p", progress=False)  # 1 GiB shards
+    assert metas["train"]["num_shards"] == 2 and metas["test"]["num_shards"] == 1
+    assert load_arrays(tmp_path / "p" / "train")["image_index"][:, 0].tolist() == [0, 0, 0, 0, 1, 1]
+
+
 def test_incomplete_copy_fails_when_opened_naming_the_shard(packed_copy, capsys):
     shard = packed_copy / "train" / "images_004.bin"
     n = shard.stat().st_size

@@ -22,12 +22,13 @@ checks that each file is there with its recorded size (a few ``stat`` calls), so
 fails at the start with one line naming the file; :func:`verify_split` (``pose prepare --verify
 DIR``) also compares every checksum.
 
-**Resumable writing.** :class:`PackWriter` closes a shard once it holds ``shard_bytes`` and
-writes ``rows_XXX.npz`` beside it: the shard's samples, its size and checksum, and how many
-inputs had been consumed (samples packed or skipped). A writer opened on a folder that holds such
-records takes over every one whose shard still has its size and checksum and continues after the
-last of them (:attr:`PackWriter.position`). ``finish`` assembles the arrays from the records, so
-memory holds one shard's samples whatever the size of the dataset, and then removes them.
+**Resumable writing.** :class:`PackWriter` closes a shard once it holds ``shard_bytes`` (or
+:data:`SHARD_ROWS` samples) and writes ``rows_XXX.npz`` beside it: the shard's samples, its size
+and checksum, and how many inputs had been consumed (samples packed or skipped). A writer opened
+on a folder that holds such records takes over every one whose shard still has its size and
+checksum and continues after the last of them (:attr:`PackWriter.position`). ``finish`` streams
+the arrays from the records and then removes them, so memory holds one shard's samples whatever
+the size of the dataset.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,9 @@ from pose.data.records import ARRAY_FIELDS, RawSample
 PACK_VERSION = 2
 INT_ARRAYS: tuple[str, ...] = ("subject", "action", "subaction", "camera", "frame", "index")
 DEFAULT_SHARD_BYTES = 1 << 30
+#: a shard also closes at this many samples: the open shard's samples are what the writer holds
+#: in memory (~4 KB each), so this bounds it whatever the image size
+SHARD_ROWS = 16384
 #: crop box side factor per layout (see :mod:`pose.data.dataset`).
 DEFAULT_ENLARGE: dict[str, float] = {"seed": 1.28, "json": 1.25}
 #: every per-sample array of a split but ``image_index``: (shape of one row, dtype)
@@ -93,7 +98,8 @@ class PackWriter:
         out_dir: the split directory (created; should be inside a temporary folder until renamed).
             Closed shards of an interrupted writer found there are validated and taken over.
         shard_bytes: close the current ``images_XXX.bin`` once the next image would take it past
-            this size (a larger image gets a shard of its own).
+            this size (a larger image gets a shard of its own), or once it holds :data:`SHARD_ROWS`
+            samples.
 
     Attributes:
         position: inputs consumed so far (:meth:`add` and :meth:`skip` calls, those of the
@@ -125,7 +131,8 @@ class PackWriter:
         self._exts: dict[str, int] = {}
 
     def add(self, sample: RawSample, image_bytes: bytes) -> None:
-        if self._fh is not None and self._offset > 0 and self._offset + len(image_bytes) > self.shard_bytes:
+        if self._fh is not None and (len(self._index) >= SHARD_ROWS or
+                                     self._offset + len(image_bytes) > self.shard_bytes):
             self._close_shard()
         if self._fh is None:
             self._fh = open(self.out_dir / shard_name(len(self._closed)), "wb")
@@ -191,30 +198,21 @@ class PackWriter:
         return sum(info["count"] for info in self._closed) + len(self._index)
 
     def finish(self, meta: dict) -> dict:
-        """Write every array, ``image_index.npy`` and (last) ``meta.json``; returns the meta."""
+        """Write every array, ``image_index.npy`` and (last) ``meta.json``; returns the meta.
+
+        Each array is streamed from the shard records, one record's column at a time, with plain
+        writes: memory does not grow with the split."""
         if self._fh is not None:
             self._close_shard()
         n = len(self)
-        out = {name: _open_array(self.out_dir / f"{name}.npy", (n, *shape), dtype)
-               for name, (shape, dtype) in COLUMNS.items()}
-        image_index = _open_array(self.out_dir / "image_index.npy", (n, 3), np.int64)
-        row = 0
+        for name, (shape, dtype) in COLUMNS.items():
+            _write_npy(self.out_dir / f"{name}.npy", (n, *shape), dtype, self._record_columns(name, dtype))
+        _write_npy(self.out_dir / "image_index.npy", (n, 3), np.int64, self._record_columns("image_index", np.int64))
+        sizes = {tuple(row) for chunk in self._record_columns("image_size", np.int32) for row in np.unique(chunk, axis=0)}
         formats: dict[str, int] = {}
-        for k, info in enumerate(self._closed):
-            with np.load(self.out_dir / _record_name(k)) as z:
-                rows = slice(row, row + info["count"])
-                for name in COLUMNS:
-                    out[name][rows] = z[name]
-                image_index[rows, 0] = k
-                image_index[rows, 1:] = z["shard_index"]
-            row += info["count"]
+        for info in self._closed:
             for ext, c in info["image_formats"].items():
                 formats[ext] = formats.get(ext, 0) + c
-        sizes = np.unique(np.asarray(out["image_size"]), axis=0)
-        for arr in (*out.values(), image_index):
-            if isinstance(arr, np.memmap):
-                arr.flush()
-        del out, image_index
         files = {p.name: file_entry(p) for p in sorted(self.out_dir.glob("*.npy"))}
         files.update({shard_name(k): {"bytes": info["bytes"], "sha256": info["sha256"]}
                       for k, info in enumerate(self._closed)})
@@ -222,7 +220,7 @@ class PackWriter:
             "version": PACK_VERSION,
             "count": n,
             "joint_names": list(skeleton.JOINT_NAMES_17),
-            "image_size": sizes[0].tolist() if len(sizes) == 1 else None,
+            "image_size": [int(v) for v in next(iter(sizes))] if len(sizes) == 1 else None,
             "image_formats": formats,
             "num_shards": len(self._closed),
             **meta,
@@ -232,14 +230,29 @@ class PackWriter:
         remove_records(self.out_dir)
         return full
 
+    def _record_columns(self, name: str, dtype) -> Iterator[np.ndarray]:
+        """Column ``name`` of each closed shard's record, in order (``image_index``: [shard, offset,
+        length] rows)."""
+        for k in range(len(self._closed)):
+            with np.load(self.out_dir / _record_name(k)) as z:
+                if name == "image_index":
+                    local = z["shard_index"]
+                    yield np.concatenate([np.full((len(local), 1), k, np.int64), local], axis=1)
+                else:
+                    yield np.ascontiguousarray(z[name], dtype=dtype)
 
-def _open_array(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A writable ``.npy`` of ``shape`` on disk (memory-mapped; in memory when empty)."""
-    if shape[0] == 0:
-        arr = np.zeros(shape, dtype)
-        np.save(path, arr)
-        return arr
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+def _write_npy(path: Path, shape: tuple[int, ...], dtype, chunks: Iterable[np.ndarray]) -> None:
+    """An ``.npy`` of ``shape``/``dtype`` written from consecutive row blocks (plain writes)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    rows = 0
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for chunk in chunks:
+            fh.write(chunk.tobytes())
+            rows += len(chunk)
+    if rows != shape[0]:
+        raise ValueError(f"{path}: wrote {rows} rows, expected {shape[0]}")
 
 
 def remove_records(split_dir: str | os.PathLike) -> None:

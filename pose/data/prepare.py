@@ -65,7 +65,7 @@ DEFAULT_MAX_SKIP_FRACTION = 0.01
 _JOB = "job.json"  # inside DIR.partial: the inputs and options its shards were written for
 _READER = None  # the reader of the current run, shared with forked workers
 _CHUNK = 32  # samples per task of a worker process
-_IN_FLIGHT_PER_WORKER = 8 * _CHUNK  # samples checked but not yet written, per worker, at most
+_IN_FLIGHT_PER_WORKER = 4 * _CHUNK  # samples checked but not yet written, per worker, at most
 
 EPILOG = """\
 resuming: output goes to DIR.partial and is renamed onto DIR when complete. After an interruption
