@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -162,12 +163,15 @@ def test_checkpoint_handover_between_stages(run_cli, tmp_path, micro_packed):
     assert m["stage"] == "d2_04" and m["init"] == "d2_02" and m["val_mpjpe"] > 0
     curve = (out / "d2_04" / "curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch,iteration,loss,val_mpjpe") and len(curve) >= 2
-    # a rerun gets a fresh Ray Train run name (no silent resume) and republishes atomically
+    # the run is named by its identity; its folder went with the publish, so a rerun trains again
+    # from the start (no silent resume of anything), ends where the first run did, republishes atomically
     r3 = _stage(run_cli, root, 4)
     assert r3.returncode == 0
     m2 = json.loads((out / "d2_04" / "metrics.json").read_text())
-    assert m2["run_name"] != m["run_name"]
+    assert m2["run_name"] == m["run_name"] and re.fullmatch(r"d2_04-[0-9a-f]{12}", m["run_name"])
+    assert f"starting d2_04 fresh (run {m['run_name']})" in r3.stdout
     assert "A run snapshot was found" not in r3.stdout + r3.stderr
+    assert m2["val_mpjpe"] == m["val_mpjpe"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
     cfg = yaml.safe_load((root / "stages.yaml").read_text())
     assert cfg["train"]["d2_04"]["lr"] == pytest.approx(1e-12)

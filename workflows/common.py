@@ -16,26 +16,34 @@ API answer "Missing authentication token").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = [
+    "Stopped",
     "UserError",
     "check_capacity",
     "decode_poses",
     "init_ray",
     "outputs_dir",
     "project_root",
+    "publish",
     "ray_env_defaults",
     "ray_storage",
     "run_cli",
     "shutdown_ray",
+    "stop_on_sigterm",
 ]
 
 #: Environment variables forwarded to Ray workers (driver env does not reach a running cluster).
@@ -44,6 +52,39 @@ FORWARD_ENV = ("WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "WANDB_PROJECT", "POS
 
 class UserError(Exception):
     """A problem with the user's input (config, data, missing checkpoint): printed as one line."""
+
+
+class Stopped(Exception):
+    """The run stopped on request (SIGTERM) after saving a checkpoint: one line, exit code 143."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+class _StopState:
+    signal: str | None = None
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(board, tag: str) -> Iterator[_StopState]:
+    """While in the block, SIGTERM to this (driver) process asks the run's workers, through their
+    :class:`workflows.runs.RunBoard` ``board``, to checkpoint at the next iteration and stop; ``.signal``
+    then names the signal. A second SIGTERM ends the driver at once."""
+    state = _StopState()
+
+    def handler(signum, frame):
+        if state.signal is not None:  # the second one: stop waiting
+            raise SystemExit(128 + signum)
+        state.signal = signal.Signals(signum).name
+        print(f"{tag} {state.signal}: the workers save a checkpoint at the next iteration and stop "
+              "(send it again to stop at once)", flush=True)
+        # not from inside the handler: it may have interrupted a Ray call of this thread
+        threading.Thread(target=lambda: board.request_stop.remote(state.signal), daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def project_root(root: str | os.PathLike | None = None) -> Path:
@@ -55,6 +96,33 @@ def project_root(root: str | os.PathLike | None = None) -> Path:
 def outputs_dir(root: Path, *parts: str) -> Path:
     """``<root>/outputs/<parts...>`` (absolute)."""
     return Path(root, "outputs", *parts)
+
+
+def publish(files: dict[str, Path | str | bytes], final: Path) -> None:
+    """Write ``{name: source path | text | bytes}`` into ``final`` atomically (stage, then rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = final.parent / f".{final.name}.tmp-{token}"
+    staging.mkdir()
+    try:
+        for name, src in files.items():
+            dst = staging / name
+            if isinstance(src, Path):
+                shutil.copyfile(src, dst)
+            elif isinstance(src, bytes):
+                dst.write_bytes(src)
+            else:
+                dst.write_text(src)
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{token}"
+            final.rename(old)
+        staging.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def ray_env_defaults() -> None:
@@ -143,7 +211,8 @@ def shutdown_ray() -> None:
 
 
 def run_cli(main, argv: list[str] | None = None) -> int:
-    """Run ``main(argv)``; a UserError / ConfigError / FileNotFoundError becomes one stderr line + exit 1."""
+    """Run ``main(argv)``; a UserError / ConfigError becomes one ``error:`` line on stderr and exit 1, a
+    :class:`Stopped` its line and exit 143."""
     from workflows.config import ConfigError
 
     try:
@@ -151,6 +220,9 @@ def run_cli(main, argv: list[str] | None = None) -> int:
     except (UserError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Stopped as exc:
+        print(str(exc), file=sys.stderr)
+        return Stopped.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

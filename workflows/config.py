@@ -16,7 +16,7 @@ Layout (every section is a mapping; unknown keys are errors)::
               optimizer: rmsprop|adam|sgd, loss: H1|I1|adaptive, precision: fp32|bf16, ...}
       d2_04: {d2: 4, init: d2_02, ...}   # init = the stage whose final weights this one starts from
     evaluate: {subset_size, batch_size, bone_fit, max_samples, flip_test}
-    ray:      {num_workers, use_gpu, cpus_per_worker, keep_runs}
+    ray:      {num_workers: N | [min, max], use_gpu, cpus_per_worker, max_failures, checkpoint_every, keep_runs}
     wandb:    {enabled, project, mode, entity}
     lift:     {supervised: {...}, unsupervised: {...}}   (scalars / lists of scalars; read by workflows/lift.py)
     tune:     {stage, metric, mode, num_samples, max_concurrent, epochs, search: {...}, asha: {...}}
@@ -115,6 +115,15 @@ def _ge1(v: int) -> str | None:
     return None if v >= 1 else f"must be >= 1, got {v!r}"
 
 
+def _workers(v: Any) -> str | None:
+    def count(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+    if count(v) or (isinstance(v, list) and len(v) == 2 and all(map(count, v)) and v[0] <= v[1]):
+        return None
+    return f"must be a worker count >= 1 or [min, max] with 1 <= min <= max, got {v!r}"
+
+
 STAGE_FIELDS: dict[str, _F] = {
     "d2": _F("int", check=_ge1),
     "init": _F("str", null=True),
@@ -138,6 +147,7 @@ STAGE_FIELDS: dict[str, _F] = {
     "grad_clip": _F("float", None, null=True, check=_gt0),
     "log_every": _F("int", 50, check=_ge1),
     "precision": _F("str", "fp32", choices=PRECISIONS),
+    "checkpoint_every": _F("int", None, null=True, check=_ge1),  # iterations; null: ray.checkpoint_every
 }
 
 SECTIONS: dict[str, dict[str, _F]] = {
@@ -169,9 +179,11 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "flip_test": _F("bool", False),
     },
     "ray": {
-        "num_workers": _F("int", 1, check=_ge1),
+        "num_workers": _F("any", 1, check=_workers),  # N, or [min, max] for elastic training
         "use_gpu": _F("bool", False),
         "cpus_per_worker": _F("float", 1.0, check=_gt0),
+        "max_failures": _F("int", 2, check=_ge0),  # worker-group restarts (from the last checkpoint) per run
+        "checkpoint_every": _F("int", None, null=True, check=_ge1),  # iterations; null: epoch ends only
         "keep_runs": _F("bool", False),
     },
     "wandb": {
@@ -209,8 +221,8 @@ def _coerce(value: Any, f: _F, where: str, key: str) -> Any:
             return None
         raise _fail(where, key, f"must not be null (expected {f.kind})")
     if f.kind == "any":
-        return value
-    if f.kind == "bool":
+        pass
+    elif f.kind == "bool":
         if not isinstance(value, bool):
             raise _fail(where, key, f"must be true or false, got {value!r}")
         return value
@@ -598,7 +610,9 @@ def make_profile(name: str) -> dict[str, Any]:
             "train": _curriculum(_default_stage),
             "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None,
                          "flip_test": True},
-            "ray": {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0, "keep_runs": False},
+            # a checkpoint every 100 iterations (~30 s of training here; writing one takes ~0.1 s)
+            "ray": {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0, "max_failures": 2,
+                    "checkpoint_every": 100, "keep_runs": False},
         }
     elif name == "full":
         prof = {
@@ -609,7 +623,9 @@ def make_profile(name: str) -> dict[str, Any]:
             "train": _curriculum(_full_stage),
             "evaluate": {"subset_size": 2000, "batch_size": 32, "bone_fit": True, "max_samples": None,
                          "flip_test": True},
-            "ray": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 4.0, "keep_runs": False},
+            # spot/preemptible GPUs: more restarts, a checkpoint every 1,000 iterations (a few minutes)
+            "ray": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 4.0, "max_failures": 5,
+                    "checkpoint_every": 1000, "keep_runs": False},
         }
         common["lift"] = {  # the papers' sizes (Martinez; Chen et al. with perspective lifting at c = 10)
             "supervised": {"iterations": 200000, "batch_size": 64, "lr": 1.0e-3, "width": 1024, "blocks": 2,
@@ -628,7 +644,8 @@ def make_profile(name: str) -> dict[str, Any]:
             "train": _curriculum(_micro_stage),
             "evaluate": {"subset_size": 8, "batch_size": 8, "bone_fit": True, "max_samples": 16,
                          "flip_test": False},
-            "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1.0, "keep_runs": False},
+            "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1.0, "max_failures": 2,
+                    "checkpoint_every": None, "keep_runs": False},
         }
         common["lift"] = {
             "supervised": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "hidden": 32, "blocks": 1, "dropout": 0.0},

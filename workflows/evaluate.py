@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     result = evaluate(cfg, root, device=args.device)
     out = Path(args.out).resolve() if args.out else outputs_dir(root, "eval")
-    from workflows.stage import publish
+    from workflows.common import publish
 
     tmp_plots = out.parent / f".{out.name}.plots-tmp"
     tmp_plots.mkdir(parents=True, exist_ok=True)

@@ -240,8 +240,8 @@ def _curve_csv(hist: list[dict[str, Any]]) -> str:
 # driver side
 def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     """Validate inputs, train under Ray Train, publish outputs; returns the metrics dict."""
+    from workflows.common import publish
     from workflows.config import load_config
-    from workflows.stage import publish
 
     t_start = time.time()
     ray_env_defaults()

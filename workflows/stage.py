@@ -1,18 +1,25 @@
 """Train one curriculum stage as a Ray Train job and publish its outputs for DVC.
 
     python workflows/stage.py --d2 16 [--config stages.yaml] [--num-workers N] [--use-gpu] [--wandb]
-                              [--root DIR] [--data DIR]
+                              [--root DIR] [--data DIR] [--fresh]
 
 - Reads and validates ``stages.yaml`` (entry ``train.d2_16``), checks that the prepared data and the
   previous stage's checkpoint (``init``) exist, then runs ``workflows.train_loop.train_func`` under a
-  ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPU; workers/GPU from ``ray:`` or the flags).
+  ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPU; workers/GPU from ``ray:`` or the flags;
+  ``ray.num_workers: [min, max]`` trains elastically).
 - Ray: a private local instance, or the cluster named by ``RAY_ADDRESS`` (also what a
-  ``ray job submit`` job sees). Each run gets a fresh ``RunConfig`` name
-  (``d2_16-<time>-<random>``) under ``<root>/outputs/ray/``, so a rerun never silently resumes an
-  old run.
+  ``ray job submit`` job sees).
+- The run is named by its identity (``d2_16-<fingerprint>``, :mod:`workflows.runs`) and keeps its
+  checkpoints under ``<root>/outputs/ray/<name>/`` (or ``$POSE_STORAGE_PATH/<name>``; not a DVC
+  output, so ``dvc repro`` never deletes it). Running the same command again after a killed driver
+  resumes from the last checkpoint (``resuming d2_16 from iteration N of run <name>``); a different
+  configuration is a different run (``starting d2_16 fresh``); ``--fresh`` discards the old one.
+  A lost worker restarts the worker group from the last checkpoint, up to ``ray.max_failures`` times.
+  SIGTERM to this driver (``ray job stop``, Kubernetes, spot reclaim) or to a worker: a checkpoint at
+  the next iteration, then the driver exits 143 (its SIGTERM) or the group restarts (a worker's).
 - On success writes ``<root>/outputs/stages/d2_16/{model.pt, metrics.json, curve.csv}`` atomically
-  (staged in a temporary folder, then renamed); on any failure nothing is written there and the
-  exit code is non-zero, with one ``error: ...`` line for input problems.
+  (staged in a temporary folder, then renamed) and removes the run folder unless ``ray.keep_runs``;
+  on any failure nothing is written there and the exit code is non-zero, with one ``error: ...`` line.
 
 Under ``ray job submit --working-dir .`` the script runs in an uploaded copy of the repository:
 pass ``--root $PWD`` (or set ``POSE_ROOT``) so data and outputs resolve to the real folder.
@@ -23,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -33,16 +39,20 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workflows.checkpoints import CheckpointStore
 from workflows.common import (
+    Stopped,
     UserError,
     check_capacity,
     init_ray,
     outputs_dir,
     project_root,
+    publish,
     ray_env_defaults,
     ray_storage,
     run_cli,
     shutdown_ray,
+    stop_on_sigterm,
 )
 from workflows.config import load_config, stage_key
 
@@ -59,38 +69,15 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--root", default=None, help="project root for data and outputs (default: $POSE_ROOT or cwd)")
     p.add_argument("--data", default=None, help="prepared data folder with train/ and test/ "
                    "(default: <root>/outputs/data/packed)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the checkpoints of an earlier run of the same configuration and start over")
     return p
 
 
-def publish(files: dict[str, Path | str | bytes], final: Path) -> None:
-    """Write ``{name: source path | text | bytes}`` into ``final`` atomically (stage, then rename)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    staging = final.parent / f".{final.name}.tmp-{token}"
-    staging.mkdir()
-    try:
-        for name, src in files.items():
-            dst = staging / name
-            if isinstance(src, Path):
-                shutil.copyfile(src, dst)
-            elif isinstance(src, bytes):
-                dst.write_bytes(src)
-            else:
-                dst.write_text(src)
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{token}"
-            final.rename(old)
-        staging.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def run_stage(args: argparse.Namespace) -> dict[str, Any]:
-    """Validate inputs, train with Ray Train, publish outputs; returns the stage metrics dict."""
+    """Validate inputs, train with Ray Train (resuming the run of the same identity), publish outputs;
+    returns the stage metrics dict."""
+    from workflows.runs import RunInUse, fingerprint, remove_run_dir, run_identity, run_lock, run_name
     from workflows.train_loop import build_train_config, check_inputs
 
     t_start = time.time()
@@ -100,80 +87,122 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     key = stage_key(args.d2) if args.d2 and args.d2 > 0 else None
     if key is None or key not in cfg["train"]:
         raise UserError(f"{args.config}: train: no stage with d2={args.d2} (stages: {', '.join(cfg['train'])})")
-    num_workers = args.num_workers or cfg["ray"]["num_workers"]
-    if num_workers < 1:
-        raise UserError(f"--num-workers must be >= 1, got {num_workers}")
+    workers = args.num_workers or cfg["ray"]["num_workers"]
+    if min(workers if isinstance(workers, list) else [workers]) < 1:
+        raise UserError(f"--num-workers must be >= 1, got {workers}")
     use_gpu = cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu
-    run_name = f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    tc = build_train_config(cfg, key, root, run_name=run_name, data_dir=Path(args.data).resolve() if args.data else None,
+    tc = build_train_config(cfg, key, root, run_name="", data_dir=Path(args.data).resolve() if args.data else None,
                             wandb=args.wandb)
     check_inputs(tc)
-
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from workflows.train_loop import train_func
-
     resources = {"CPU": float(cfg["ray"]["cpus_per_worker"])}
     if use_gpu:
         resources["GPU"] = 1.0
-    check_capacity({k: v * num_workers for k, v in resources.items()}, f"stage {key} ({num_workers} worker(s))")
-    init_ray()
-    # Checkpoints are fetched back from the Ray storage to publish the stage outputs.
-    storage, local_storage = ray_storage(root)
-    trainer = TorchTrainer(
-        train_func,
-        train_loop_config=tc,
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    print(f"[{key}] Ray Train run {run_name}: {num_workers} worker(s), {'GPU/nccl' if use_gpu else 'CPU/gloo'}, "
-          f"storage {storage}", flush=True)
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # noqa: BLE001 - Train V2 wraps worker errors; report them in one line
-        msg = str(exc).strip().splitlines()
-        raise UserError(f"stage {key} failed during training: {msg[-1] if msg else type(exc).__name__} "
-                        f"(worker logs above; run folder {storage}/{run_name})") from None
-    if getattr(result, "error", None):
-        raise UserError(f"stage {key} failed during training: {result.error}")
-    if result.checkpoint is None:
-        raise UserError(f"stage {key} reported no checkpoint (run folder {storage}/{run_name})")
+    least = workers[0] if isinstance(workers, list) else workers
+    check_capacity({k: v * least for k, v in resources.items()}, f"stage {key} ({least} worker(s))")
 
-    metrics = {k: v for k, v in dict(result.metrics or {}).items() if isinstance(v, int | float)}
-    metrics.update({
-        "stage": key,
-        "d2": cfg["train"][key]["d2"],
-        "init": cfg["train"][key]["init"],
-        "num_workers": num_workers,
-        "use_gpu": bool(use_gpu),
-        "run_name": run_name,
-        "wall_s": round(time.time() - t_start, 1),
-    })
-    with result.checkpoint.as_directory() as ckdir:
-        ckdir = Path(ckdir)
-        for name in ("model.pt", "curve.csv"):
-            if not (ckdir / name).is_file():
-                raise UserError(f"stage {key}: checkpoint {ckdir} lacks {name}")
-        publish(
-            {
-                "model.pt": ckdir / "model.pt",
-                "curve.csv": ckdir / "curve.csv",
-                "metrics.json": json.dumps(metrics, indent=2) + "\n",
-            },
-            outputs_dir(root, "stages", key),
-        )
-    if not cfg["ray"]["keep_runs"] and local_storage:
-        shutil.rmtree(Path(storage, run_name), ignore_errors=True)
+    storage, local_storage = ray_storage(root)
+    fp = fingerprint(run_identity(tc, workers, bool(use_gpu)))
+    name = run_name(key, fp)
+    run_dir = f"{storage.rstrip('/')}/{name}"
+    tc.update(run_name=name, run_dir=run_dir, fingerprint=fp)
+    try:
+        with run_lock(run_dir):
+            store = CheckpointStore(run_dir)
+            if args.fresh:
+                remove_run_dir(run_dir, keep_lock=True)
+            ckpt, damaged = store.scan()
+            for folder, reason in damaged:
+                store.quarantine(folder)
+                print(f"[{key}] warning: checkpoint {folder} of run {name} is damaged ({reason}); set aside as "
+                      f"damaged-{folder}", flush=True)
+            if ckpt is not None:
+                print(f"resuming {key} from iteration {ckpt.iteration} of run {name}", flush=True)
+            else:
+                print(f"starting {key} fresh (run {name}{', --fresh' if args.fresh else ''})", flush=True)
+            if ckpt is None or not ckpt.manifest.get("final"):
+                _train(tc, cfg, key, workers, bool(use_gpu), resources, run_dir)
+                ckpt, damaged = store.scan()
+            if ckpt is None or not ckpt.manifest.get("final"):
+                raise UserError(f"stage {key}: run {name} ended without a final checkpoint (run folder {run_dir})")
+            metrics = {k: v for k, v in ckpt.manifest.get("metrics", {}).items() if isinstance(v, int | float)}
+            metrics.update({
+                "stage": key,
+                "d2": cfg["train"][key]["d2"],
+                "init": cfg["train"][key]["init"],
+                "num_workers": workers,
+                "use_gpu": bool(use_gpu),
+                "run_name": name,
+                "wall_s": round(time.time() - t_start, 1),
+            })
+            with store.open(ckpt) as ckdir:
+                publish(
+                    {
+                        "model.pt": ckdir / "model.pt",
+                        "curve.csv": ckdir / "curve.csv",
+                        "metrics.json": json.dumps(metrics, indent=2) + "\n",
+                    },
+                    outputs_dir(root, "stages", key),
+                )
+            if not cfg["ray"]["keep_runs"]:
+                remove_run_dir(run_dir, keep_lock=True)
+    except RunInUse as exc:
+        raise UserError(f"stage {key}: {exc}: another `stage.py --d2 {args.d2}` of the same configuration "
+                        "is running (wait for it, or stop it)") from None
+    if not cfg["ray"]["keep_runs"]:
+        remove_run_dir(run_dir)
     print(f"[{key}] done in {metrics['wall_s']:.0f} s: val MPJPE {metrics.get('val_mpjpe', float('nan')):.1f} mm "
           f"(argmax), {metrics.get('val_mpjpe_soft', float('nan')):.1f} mm (soft); wrote "
           f"{outputs_dir(root, 'stages', key)}", flush=True)
     return metrics
+
+
+def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | list[int], use_gpu: bool,
+           resources: dict[str, float], run_dir: str) -> None:
+    """Run the stage's Ray Train job until it finishes; every worker-group start resumes from the run's
+    newest checkpoint. SIGTERM to this driver: the workers checkpoint at the next iteration and stop,
+    then :class:`workflows.common.Stopped` is raised."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from workflows.runs import BOARD_NAMESPACE, RunBoard
+    from workflows.train_loop import train_func
+
+    init_ray()
+    max_failures = int(cfg["ray"]["max_failures"])
+    board_name = f"board-{tc['run_name']}-{uuid.uuid4().hex[:6]}"
+    board = ray.remote(num_cpus=0)(RunBoard).options(name=board_name, namespace=BOARD_NAMESPACE).remote()
+    tc["board"] = board_name
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config=tc,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=tuple(workers) if isinstance(workers, list) else workers,
+                                     use_gpu=use_gpu, resources_per_worker=resources),
+        # one Ray Train run per driver invocation (its own bookkeeping only): the checkpoints that a
+        # restart resumes from live in the run's store, named by its identity
+        run_config=RunConfig(name=time.strftime("attempt-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+                             storage_path=f"{run_dir}/ray", failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    shown = f"elastic {workers[0]}-{workers[1]}" if isinstance(workers, list) else str(workers)
+    print(f"[{key}] Ray Train: {shown} worker(s), {'GPU/nccl' if use_gpu else 'CPU/gloo'}, run folder {run_dir}, "
+          f"up to {max_failures} restart(s) from the last checkpoint", flush=True)
+    with stop_on_sigterm(board, f"[{key}]") as stop:
+        try:
+            trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - Train V2 wraps worker errors; report them in one line
+            msg = str(exc).strip().splitlines()
+            last = CheckpointStore(run_dir).scan(digests=False)[0]
+            where = f"iteration {last.iteration}" if last is not None else "the beginning"
+            raise UserError(f"stage {key} failed during training: {msg[-1] if msg else type(exc).__name__} "
+                            f"(gave up after ray.max_failures={max_failures} restart(s); worker logs above; the run "
+                            f"keeps its checkpoints: the same command resumes it from {where})") from None
+    if stop.signal is not None:
+        last = CheckpointStore(run_dir).scan(digests=False)[0]
+        if last is None or not last.manifest.get("final"):
+            where = f"iteration {last.iteration}" if last is not None else "the beginning (no checkpoint yet)"
+            raise Stopped(f"[{key}] stopped by {stop.signal} at {where}; the same command resumes run "
+                          f"{tc['run_name']} from there")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,43 +2,58 @@
 ``workflows/tune.py``.
 
 ``train_func(config)`` runs inside every Ray Train worker (``TorchTrainer(train_func,
-train_loop_config=config, ...)``); it is ``run_worker(config, ray_context())``, and
+train_loop_config=config, ...)``); it is ``run_worker(config, ray_context(config))``, and
 ``run_worker(config, local_context("cuda"))`` runs the same loop in one process without Ray
-(``benchmarks/accuracy_budget.py``, ``tests/test_cuda.py``). ``config`` is the plain dict made by :func:`build_train_config`:
+(``benchmarks/accuracy_budget.py``, ``tests/test_cuda.py``). ``config`` is the plain dict made by
+:func:`build_train_config`:
 
     stage, d2               stage key ("d2_16") and its depth bins
     stage_cfg               the stage's validated stages.yaml entry (lr, ratio_3d, heatmap2_std,
                             epochs | iterations, batch_size (global, split over workers), optimizer,
                             loss, integral_weight, integral_kind, softmax_scale, momentum,
-                            weight_decay, schedule, warmup_iters, grad_clip, log_every)
+                            weight_decay, schedule, warmup_iters, grad_clip, log_every, checkpoint_every)
     model                   the model section ({preset, ModelConfig overrides})
     targets                 {sigma_2d, depth_range: [lb, ub]}
     data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers, image_cache_mb}
     init_checkpoint         absolute path of the previous stage's model.pt, or None (from scratch)
     seed, cpus_per_worker, wandb ({enabled, project, mode, entity, dir} or None), run_name
+    run_dir                 the run's folder (local path or URI) holding its checkpoints, or None
+    checkpoint_every        iterations between checkpoints when the stage does not set its own (None: epoch ends)
+    max_failures, board     worker-group restarts allowed; name of the driver's RunBoard actor (or None)
+    fingerprint             the run's identity (workflows/runs.py), stored with every checkpoint
 
 Top-level keys ``lr``, ``ratio_3d``, ``heatmap2_std``, ``epochs``, ``iterations``, ``batch_size``
 override the stage's values (this is how Ray Tune's sampled search space is merged in:
 ``train_loop_config={**base, **sampled}``).
 
-Every epoch all workers call ``ray.train.report(metrics, checkpoint=...)`` with metrics
+Order: global batch ``b`` of epoch ``e`` is a function of (seed, e, b) and is split over the workers
+(:mod:`pose.data.sampler`), so the optimisation does not depend on the world size (up to float
+summation order and batch-norm statistics, which are per worker) and a resumed run trains exactly
+the batches an uninterrupted one would.
+
+Checkpoints: rank 0 writes ``model.pt`` (``pose.model.save_checkpoint`` format), ``train_state.pt``
+(optimiser, position: epoch, batch in the epoch, iteration, the epoch's running loss sums, the
+curve so far, RNG states) and ``curve.csv`` into the run's :class:`workflows.checkpoints.CheckpointStore`
+every ``checkpoint_every`` iterations, at every epoch end, and when a stop is requested (SIGTERM to
+any worker, or the driver's request through its board). A (re)started worker group resumes from the
+newest checkpoint that verifies. Every epoch all workers call ``report(metrics)`` with
 ``{"epoch", "iteration", "loss", "loss_2d", "loss_3d", ..., "val_mpjpe" (argmax, GT root depth, mm),
-"val_mpjpe_soft", "lr", "epoch_time_s"}``; rank 0 attaches a checkpoint directory holding
-``model.pt`` (``pose.model.save_checkpoint`` format, loadable with ``weights_only=True``),
-``curve.csv`` (one row per epoch so far) and ``train_state.pt`` (optimiser state, for
-resumption after a worker failure via ``ray.train.get_checkpoint()``).
+"val_mpjpe_soft", "lr", "epoch_time_s"}`` — after the epoch's checkpoint is stored, so a restart never
+reports an epoch twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +64,7 @@ import torch
 __all__ = [
     "CURVE_FIELDS",
     "WorkerContext",
+    "WorkerStopped",
     "build_train_config",
     "check_inputs",
     "effective_stage",
@@ -107,6 +123,11 @@ def build_train_config(
         "cpus_per_worker": cfg["ray"]["cpus_per_worker"],
         "wandb": wb if wb["enabled"] else None,
         "run_name": run_name,
+        "run_dir": None,  # set by the driver: workflows/runs.py names and places the run
+        "checkpoint_every": cfg["ray"]["checkpoint_every"],
+        "max_failures": cfg["ray"]["max_failures"],
+        "board": None,
+        "fingerprint": None,
     }
 
 
@@ -289,12 +310,13 @@ def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float = 30
     return s_arg, s_soft, n
 
 
-def _allreduce(values: list[float]) -> list[float]:
+def _allreduce(values: list[float], device: torch.device) -> list[float]:
+    """Sum ``values`` over the ranks (float64; on ``device``, as NCCL needs); as given without DDP."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
 
@@ -317,10 +339,11 @@ def _wandb_run(config: Mapping[str, Any], rank: int):
         print("[wandb] not installed; logging disabled", flush=True)
         return None
     os.makedirs(wb["dir"], exist_ok=True)
+    # one wandb run per training run: a resumed run (same name) continues it instead of adding one
     return wandb.init(
         project=wb["project"], entity=wb.get("entity"), mode=wb["mode"], dir=wb["dir"],
-        name=config["run_name"], group=config["stage"], config={k: v for k, v in config.items() if k != "wandb"},
-        reinit="finish_previous",
+        id=config["run_name"], resume="allow", name=config["run_name"], group=config["stage"],
+        config={k: v for k, v in config.items() if k not in ("wandb", "board")}, reinit="finish_previous",
     )
 
 
@@ -328,39 +351,52 @@ def _wandb_run(config: Mapping[str, Any], rank: int):
 class WorkerContext:
     """Where one training process runs and how it talks to whoever launched it.
 
-    ``report(metrics, checkpoint_dir)`` is called by every rank once per epoch; ``checkpoint_dir``
-    (rank 0 only, else None) is a temporary folder holding ``model.pt``, ``train_state.pt`` and
-    ``curve.csv`` that must be copied before ``report`` returns. ``resume_dir`` is None or a context
-    manager giving the folder of the checkpoint to resume from.
+    ``report(metrics, checkpoint_dir)`` is called by every rank once per epoch, after the epoch's
+    checkpoint is stored; ``checkpoint_dir`` (rank 0 only, else None) is a temporary folder holding
+    ``model.pt``, ``train_state.pt`` and ``curve.csv`` that must be copied before ``report`` returns.
+    ``board`` (a :class:`workflows.runs.RunBoard` handle or None) carries the driver's stop request
+    and counts attempts; ``sigterm`` is set when this process got SIGTERM.
     """
 
     rank: int
     world: int
     device: torch.device
     prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
-    prepare_loader: Callable[[torch.utils.data.DataLoader], Any]
     report: Callable[[dict[str, Any], Path | None], None]
-    resume_dir: Callable[[], AbstractContextManager[str]] | None = None
+    board: Any | None = None
+    sigterm: threading.Event | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)  # filled by local_context's report
 
 
-def ray_context() -> WorkerContext:
-    """The context of a Ray Train worker (DDP through ``ray.train.torch``)."""
+def ray_context(config: Mapping[str, Any]) -> WorkerContext:
+    """The context of a Ray Train worker (DDP through ``ray.train.torch``): metrics go to
+    ``ray.train.report`` (checkpoints go to the run's own store, ``config["run_dir"]``); SIGTERM to
+    this worker becomes a stop request (:func:`workflows.runs.install_sigterm_flag`)."""
+    import ray
     import ray.train
     import ray.train.torch
-    from ray.train import Checkpoint
+
+    from workflows.runs import BOARD_NAMESPACE, install_sigterm_flag
 
     ctx = ray.train.get_context()
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+        ray.train.report(metrics)
 
-    resume = ray.train.get_checkpoint()
+    board = None
+    if config.get("board"):
+        try:
+            board = ray.get_actor(config["board"], namespace=BOARD_NAMESPACE)
+        except ValueError:  # the driver is gone (or never made one): nobody to ask us to stop
+            print(f"[{config['stage']}] warning: run board {config['board']} not found; attempts are not "
+                  "counted", flush=True)
+    sigterm = threading.Event()
+    if not install_sigterm_flag(sigterm):
+        print(f"[{config['stage']}] warning: SIGTERM handler not installed; a SIGTERM ends this worker "
+              "without a checkpoint", flush=True)
     return WorkerContext(
         rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
-        prepare_model=ray.train.torch.prepare_model,
-        prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, move_to_device=False),
-        report=report, resume_dir=resume.as_directory if resume is not None else None,
+        prepare_model=ray.train.torch.prepare_model, report=report, board=board, sigterm=sigterm,
     )
 
 
@@ -375,7 +411,7 @@ def local_context(device: str | torch.device = "cpu", out_dir: str | Path | None
             shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
 
     return WorkerContext(rank=0, world=1, device=torch.device(device), prepare_model=lambda m: m.to(device),
-                         prepare_loader=lambda loader: loader, report=report, reports=reports)
+                         report=report, reports=reports)
 
 
 def memory_format_for(device: torch.device) -> torch.memory_format:
@@ -395,14 +431,103 @@ def forward(model: torch.nn.Module, images: torch.Tensor, bf16: bool) -> tuple[t
 
 def train_func(config: dict[str, Any]) -> None:
     """Train one stage inside a Ray Train worker (see the module docstring for ``config``)."""
-    run_worker(config, ray_context())
+    run_worker(config, ray_context(config))
 
 
-def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
-    """The training loop of one stage in one worker ``wc`` (Ray Train's or :func:`local_context`)."""
+class WorkerStopped(RuntimeError):
+    """Raised by every rank after a SIGTERM to one of them was turned into a checkpoint: Ray Train
+    then starts the worker group again (``ray.max_failures``), which resumes from that checkpoint."""
+
+
+@dataclass
+class _Position:
+    """Where training stands: the next batch is ``batch`` of ``epoch`` (0-based); ``sums`` / ``nb`` are
+    the running loss sums of that epoch, ``curve`` the rows of the epochs done."""
+
+    epoch: int = 0
+    batch: int = 0
+    iteration: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+    nb: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_position(d: Path, core: torch.nn.Module, opt: torch.optim.Optimizer) -> _Position:
+    """Load the checkpoint in folder ``d`` into ``core`` / ``opt``; raises on any unreadable file."""
+    ck = torch.load(Path(d, "model.pt"), map_location="cpu", weights_only=True)
+    state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=False)
+    core.load_state_dict(ck["model"])
+    opt.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"])
+    return _Position(epoch=state["epoch"], batch=state["batch"], iteration=state["iteration"],
+                     curve=state["curve"], sums=state["sums"], nb=state["nb"], metrics=dict(ck.get("metrics") or {}))
+
+
+def _resume(store, core, opt, wc: WorkerContext, tag: str, device: torch.device) -> _Position | None:
+    """Rank 0 picks the newest checkpoint that verifies and loads (falling back to older ones, one
+    warning line each), every other rank loads the same one. None: nothing to resume."""
+    from workflows.checkpoints import Checkpoint
+
+    if store is None:
+        return None
+    chosen, pos = -1, None
+    if wc.rank == 0:
+        ckpt, damaged = store.scan()
+        for name, reason in damaged:
+            print(f"{tag} warning: checkpoint {name} is damaged ({reason}); falling back to the one before",
+                  flush=True)
+        while ckpt is not None:
+            try:
+                with store.open(ckpt) as d:
+                    pos = _load_position(d, core, opt)
+                chosen = ckpt.iteration
+                break
+            except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: try the previous one
+                name = ckpt.path.rsplit("/", 1)[-1]
+                print(f"{tag} warning: checkpoint {name} is not loadable ({type(exc).__name__}); falling back "
+                      "to the one before", flush=True)
+                store.quarantine(name)
+                ckpt, _ = store.scan()
+    chosen = int(_allreduce([float(chosen if wc.rank == 0 else 0)], device)[0])
+    if wc.rank != 0 and chosen >= 0:
+        folder = f"{store.root}/ckpt-{chosen:09d}"
+        manifest, reason = store.verify(folder, digests=False)
+        if manifest is None:
+            raise RuntimeError(f"{tag} rank {wc.rank}: checkpoint ckpt-{chosen:09d} is unreadable here ({reason})")
+        with store.open(Checkpoint(chosen, folder, manifest)) as d:
+            pos = _load_position(d, core, opt)
+    return pos
+
+
+def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
+    """The training loop of one stage in one worker ``wc`` (Ray Train's or :func:`local_context`).
+
+    Resumes from the newest checkpoint in ``config["run_dir"]`` (when given) and checkpoints there
+    every ``checkpoint_every`` iterations, at every epoch end and when asked to stop. Returns
+    ``"done"``, or ``"stopped"`` when the driver asked to stop (after the checkpoint); raises
+    :class:`WorkerStopped` after a SIGTERM to a worker (after the checkpoint).
+    """
+    from pose.data.sampler import ShardedBatchSampler, shard_loss_scale
     from pose.losses import c2f_loss
-    from pose.model import save_checkpoint
     from pose.targets import DepthRange
+    from workflows.checkpoints import CheckpointStore
+    from workflows.runs import StopPoller
 
     rank, world, device = wc.rank, wc.world, wc.device
     torch.set_num_threads(max(1, int(round(float(config.get("cpus_per_worker", 1))))))
@@ -414,15 +539,16 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
     model = make_model(config, st["heatmap2_std"], seed)
     input_size = model.cfg.input_size
     train_ds, val_ds = _datasets(config, input_size, seed, rank, world)
-    per_worker = max(1, st["batch_size"] // world)
-    gen = torch.Generator().manual_seed(seed + rank)
+    batch_size = min(int(st["batch_size"]), len(train_ds))
+    sampler = ShardedBatchSampler(len(train_ds), int(st["batch_size"]), rank, world, seed)
+    lo, hi = sampler.rank_slice(batch_size)  # raises when there are more workers than samples per batch
+    loss_scale = shard_loss_scale(hi - lo, batch_size, world)
     workers = config["data"]["loader_workers"]
     loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=per_worker, shuffle=True, drop_last=len(train_ds) > per_worker,
-        num_workers=workers, generator=gen, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        train_ds, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(per_worker, 16), shuffle=False, num_workers=0)
-    loader = wc.prepare_loader(loader)
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(hi - lo, 16), shuffle=False, num_workers=0)
 
     model = wc.prepare_model(model.to(memory_format=memory_format_for(device)))
     core = model.module if hasattr(model, "module") else model
@@ -430,40 +556,70 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
     loss_cfg = _loss_config(config, st)
     depth_range = DepthRange(*config["targets"]["depth_range"])
 
-    steps = max(1, len(loader))
+    steps = sampler.batches_per_epoch
     total = st["iterations"] or st["epochs"] * steps
     final_factor = LR_FINAL_FRACTION if st["lr_final"] is None else st["lr_final"] / st["lr"]
     epochs = math.ceil(total / steps)
-    start_epoch, it, curve = 0, 0, []
+    every = st.get("checkpoint_every") or config.get("checkpoint_every")
+    store = CheckpointStore(config["run_dir"]) if config.get("run_dir") else None
+    attempt = 1
+    if wc.board is not None and rank == 0:
+        import ray
 
-    if wc.resume_dir is not None:  # restart after a worker failure within the same run
-        with wc.resume_dir() as d:
-            state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=True)
-            ck = torch.load(Path(d, "model.pt"), map_location="cpu", weights_only=True)
-        core.load_state_dict(ck["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, it, curve = state["epoch"], state["iteration"], state["curve"]
-        if rank == 0:
-            print(f"{tag} resumed at epoch {start_epoch} (iteration {it})", flush=True)
+        attempt = int(ray.get(wc.board.next_attempt.remote()))
+    pos = _resume(store, core, opt, wc, tag, device)
+    if pos is not None and rank == 0 and (attempt > 1 or wc.board is None):  # else the driver said it
+        tries = f" (attempt {attempt} of {config['max_failures'] + 1})" if attempt > 1 else ""
+        print(f"{tag} resumed at iteration {pos.iteration}{tries}", flush=True)
+    elif attempt > 1 and rank == 0:
+        print(f"{tag} restarted from the beginning, no checkpoint yet (attempt {attempt} of "
+              f"{config['max_failures'] + 1})", flush=True)
+    pos = pos or _Position()
 
     run = _wandb_run(config, rank)
     if rank == 0:
         src = config["init_checkpoint"] or "scratch"
         print(f"{tag} d2={config['d2']} from {src}; {len(train_ds)} train / {int(config['data']['val_size'])} val "
-              f"samples, {world} worker(s) x batch {per_worker} on {device}, {epochs} epoch(s) x {steps} it "
+              f"samples, {world} worker(s) x batch {hi - lo} on {device}, {epochs} epoch(s) x {steps} it "
               f"({total} iterations), {st['optimizer']} lr {st['lr']:g}, loss {st['loss']} ratio_3d "
               f"{st['ratio_3d']:g}{', bf16 autocast' if bf16 else ''}", flush=True)
 
+    def save(p: _Position, final: bool = False, report: dict[str, Any] | None = None) -> None:
+        """Rank 0 writes the checkpoint of position ``p`` into the store; then, with ``report``, every
+        rank reports those metrics (rank 0 with the checkpoint's folder)."""
+        from pose.model import save_checkpoint
+
+        with (tempfile.TemporaryDirectory(prefix="c2f-ckpt-") if rank == 0 else contextlib.nullcontext()) as tmp:
+            if rank == 0:
+                tmp = Path(tmp)
+                save_checkpoint(
+                    tmp / "model.pt", core, depth_range=list(config["targets"]["depth_range"]),
+                    stage=config["stage"], d2=int(config["d2"]),
+                    metrics={k: float(v) for k, v in p.metrics.items()},
+                    train={k: v for k, v in st.items() if v is not None},
+                    init_checkpoint=config["init_checkpoint"] or "",
+                )
+                torch.save({"optimizer": opt.state_dict(), "epoch": p.epoch, "batch": p.batch,
+                            "iteration": p.iteration, "curve": p.curve, "sums": p.sums, "nb": p.nb,
+                            "rng": _rng_state(), "fingerprint": config.get("fingerprint")}, tmp / "train_state.pt")
+                _write_curve(tmp / "curve.csv", p.curve)
+                if store is not None:
+                    store.save(p.iteration, tmp, {"epoch": p.epoch, "batch": p.batch, "final": final,
+                                                  "metrics": p.metrics, "fingerprint": config.get("fingerprint")})
+            if report is not None:
+                wc.report(report, tmp)
+
+    poller = StopPoller(wc.board if rank == 0 else None)
+    announced = False
     model.train()
-    for epoch in range(start_epoch, epochs):
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        t0 = time.time()
-        sums: dict[str, float] = {}
-        nb = 0
+    while pos.epoch < epochs:
+        epoch = pos.epoch
+        sampler.set_position(epoch, min(pos.batch, steps))
+        t0, here = time.time(), 0  # the rate counts the batches trained since (re)starting the epoch
         for batch in loader:
-            if it >= total:
+            if pos.iteration >= total:
                 break
+            it = pos.iteration
             batch = _to(batch, device)
             lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"], final_factor)
             for g in opt.param_groups:
@@ -473,53 +629,69 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> None:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{tag} loss is {loss.item()} at iteration {it} (lower lr?)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * loss_scale if loss_scale != 1.0 else loss).backward()
             if st["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), st["grad_clip"])
             opt.step()
-            it += 1
-            nb += 1
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            # one small all-reduce per iteration: the batch's mean loss and whether any rank must stop
+            got_sigterm = wc.sigterm is not None and wc.sigterm.is_set()
+            if got_sigterm and not announced:
+                print(f"{tag} rank {rank} got SIGTERM: checkpoint after this iteration, then stop", flush=True)
+                announced = True
+            local_stop = (1.0 if poller.poll() else 0.0, 1.0 if got_sigterm else 0.0)
+            *stop, batch_loss = _allreduce([*local_stop, float(loss.detach()) * loss_scale / world], device)
+            pos.iteration, pos.batch, pos.nb, here = it + 1, pos.batch + 1, pos.nb + 1, here + 1
+            pos.sums["loss"] = pos.sums.get("loss", 0.0) + batch_loss
             for k, v in parts.items():
                 name = k if k.startswith("loss") else f"loss_{k}"
-                sums[name] = sums.get(name, 0.0) + float(v)
-            if rank == 0 and (it % st["log_every"] == 0 or it == total):
-                print(f"{tag} epoch {epoch + 1}/{epochs} it {it}/{total} loss {sums['loss'] / nb:.5f} "
-                      f"lr {lr:.3g} ({nb / max(time.time() - t0, 1e-9):.1f} it/s)", flush=True)
-        red = _allreduce([sums.get("loss", 0.0), float(nb)])
+                pos.sums[name] = pos.sums.get(name, 0.0) + float(v)
+            if rank == 0 and (pos.iteration % st["log_every"] == 0 or pos.iteration == total):
+                print(f"{tag} epoch {epoch + 1}/{epochs} it {pos.iteration}/{total} loss "
+                      f"{pos.sums['loss'] / pos.nb:.5f} lr {lr:.3g} ({here / max(time.time() - t0, 1e-9):.1f} it/s)",
+                      flush=True)
+            if any(stop):
+                return _stop(save, pos, stop, wc, tag, run, device)
+            if every and pos.iteration % every == 0 and pos.batch < steps and pos.iteration < total:
+                save(pos)
         s_arg, s_soft, n = evaluate_mpjpe(model, val_loader, depth_range, device, float(st["softmax_scale"]))
-        s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)])
+        s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)], device)
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
-            "iteration": it,
-            "loss": red[0] / max(red[1], 1.0),
-            **{k: v / max(nb, 1) for k, v in sums.items() if k != "loss"},
+            "iteration": pos.iteration,
+            "loss": pos.sums.get("loss", 0.0) / max(pos.nb, 1),
+            **{k: v / max(pos.nb, 1) for k, v in pos.sums.items() if k != "loss"},
             "val_mpjpe": s_arg / max(n, 1.0),
             "val_mpjpe_soft": s_soft / max(n, 1.0),
             "lr": float(opt.param_groups[0]["lr"]),
             "epoch_time_s": time.time() - t0,
         }
-        curve.append({k: metrics.get(k) for k in CURVE_FIELDS})
+        pos = _Position(epoch=epoch + 1, batch=0, iteration=pos.iteration,
+                        curve=[*pos.curve, {k: metrics.get(k) for k in CURVE_FIELDS}],
+                        metrics=dict(metrics))
         if rank == 0:
             print(f"{tag} epoch {epoch + 1}/{epochs} done: loss {metrics['loss']:.5f}  val MPJPE argmax "
                   f"{metrics['val_mpjpe']:.1f} mm, soft {metrics['val_mpjpe_soft']:.1f} mm "
                   f"({metrics['epoch_time_s']:.1f} s)", flush=True)
-            if run is not None:
-                run.log(metrics, step=it)
-        with tempfile.TemporaryDirectory(prefix="c2f-ckpt-") as tmp:
-            ckpt_dir = None
-            if rank == 0:
-                save_checkpoint(
-                    Path(tmp, "model.pt"), core, depth_range=list(config["targets"]["depth_range"]),
-                    stage=config["stage"], d2=int(config["d2"]),
-                    metrics={k: float(v) for k, v in metrics.items()},
-                    train={k: v for k, v in st.items() if v is not None},
-                    init_checkpoint=config["init_checkpoint"] or "",
-                )
-                torch.save({"optimizer": opt.state_dict(), "epoch": epoch + 1, "iteration": it, "curve": curve},
-                           Path(tmp, "train_state.pt"))
-                _write_curve(Path(tmp, "curve.csv"), curve)
-                ckpt_dir = Path(tmp)
-            wc.report(metrics, ckpt_dir)
+        # stored before it is reported: a crash in between loses a report, never repeats one
+        save(pos, final=pos.epoch >= epochs, report=metrics)
+        if run is not None:
+            run.log(metrics, step=pos.iteration)
     if run is not None:
         run.finish()
+    return "done"
+
+
+def _stop(save, pos: _Position, stop, wc: WorkerContext, tag: str, run, device) -> str:
+    """Checkpoint ``pos``, wait for every rank, then return ``"stopped"`` (the driver asked) or raise
+    :class:`WorkerStopped` (a worker got SIGTERM)."""
+    save(pos)
+    _allreduce([0.0], device)  # every rank waits until rank 0 has stored the checkpoint
+    if run is not None:
+        run.finish()
+    by_sigterm = stop[1] > 0
+    if wc.rank == 0:
+        why = "a worker got SIGTERM" if by_sigterm else "the driver asked to stop"
+        print(f"{tag} stopped at iteration {pos.iteration}: {why}; checkpoint saved", flush=True)
+    if by_sigterm:
+        raise WorkerStopped(f"stopped on SIGTERM at iteration {pos.iteration} after a checkpoint")
+    return "stopped"

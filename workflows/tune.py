@@ -50,6 +50,7 @@ from workflows.common import (
     shutdown_ray,
 )
 from workflows.config import SEARCH_PARAMS, load_config, stage_key
+from workflows.runs import fingerprint, remove_run_dir, run_identity, run_name
 
 EPILOG = """\
 search space and budget: the tune: section of the config, e.g.
@@ -110,6 +111,11 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    help="do not sweep: write the best parameters of a finished sweep into stages.yaml")
     p.add_argument("--best", default=None,
                    help="best-parameters file for --apply (default: <root>/outputs/tune/d2_XX/best_params.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="require an earlier sweep of the same settings to resume (without it, one is resumed\n"
+                   "when there is one, else a new sweep starts)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard an earlier sweep of the same settings (its trials and checkpoints) and start over")
     p.add_argument("--stall-timeout", type=float, default=None, metavar="S",
                    help="abort the sweep with an error when no trial has started, reported or ended for S\n"
                    "seconds (default: no limit; set it above the longest epoch)")
@@ -162,19 +168,28 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                         "(or pass --epochs)")
     use_gpu = cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu
     mode = args.wandb_mode or cfg["wandb"]["mode"]
-    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    sweep_name = f"tune-{key}-{stamp}"
 
-    base = build_train_config(cfg, key, root, run_name=sweep_name,
+    base = build_train_config(cfg, key, root, run_name="",
                               data_dir=Path(args.data).resolve() if args.data else None, wandb=False)
     check_inputs(base)  # data present, previous checkpoint present and of the same model size
     base["epochs"] = int(epochs)
+    # the sweep's identity: the stage run's plus the search; the same sweep again resumes it
+    sweep_id = fingerprint({
+        "run": run_identity(base, args.num_workers, bool(use_gpu)), "search": tcfg["search"],
+        "num_samples": num_samples, "max_concurrent": max_conc, "epochs": int(epochs), "asha": tcfg["asha"],
+        "metric": tcfg["metric"], "mode": tcfg["mode"],
+    })
+    sweep_name = run_name(f"tune-{key}", sweep_id)
+    base.update(fingerprint=sweep_id)
     per_worker = _worker_resources(float(cfg["ray"]["cpus_per_worker"]), bool(use_gpu))
     check_capacity({"CPU": _TRIAL_CPU + args.num_workers * per_worker["CPU"],
                     "GPU": args.num_workers * per_worker.get("GPU", 0.0)},
                    f"a trial of {key} ({args.num_workers} worker(s))")
 
     storage, _ = ray_storage(root)
+    sweep_dir = f"{storage.rstrip('/')}/{sweep_name}"
+    if args.fresh:
+        remove_run_dir(sweep_dir)
     wandb_dir = outputs_dir(root, "wandb")
     wandb_dir.mkdir(parents=True, exist_ok=True)
     env = {"WANDB_MODE": mode, "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true",
@@ -188,34 +203,55 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
 
     ledger_name = f"pg-ledger-{sweep_name}"
-    ledger = ray.remote(num_cpus=0)(_PlacementGroupLedger).options(
+    ledger = ray.remote(num_cpus=0)(_PlacementGroupLedger).options(  # noqa: F841 - held while the sweep runs
         name=ledger_name, namespace=_LEDGER_NAMESPACE).remote()
-    trainable = _make_trainable(base, storage, args.num_workers, bool(use_gpu), float(cfg["ray"]["cpus_per_worker"]),
-                                ledger=ledger_name)
-    callbacks: list[Any] = [_release_callback(ledger)]
+    max_failures = int(cfg["ray"]["max_failures"])
+    trainable = tune.with_resources(
+        _make_trainable(base, sweep_dir, args.num_workers, bool(use_gpu), float(cfg["ray"]["cpus_per_worker"]),
+                        max_failures, ledger=ledger_name),
+        {"CPU": _TRIAL_CPU})
+    callbacks: list[Any] = [_release_callback(ledger_name)]
     if args.stall_timeout:
         callbacks.append(_stall_watchdog(float(args.stall_timeout)))
-    group = f"tune-{key}-{stamp}"
+    group = sweep_name
     if mode != "disabled":
         callbacks.append(_wandb_callback(
             project=cfg["wandb"]["project"], group=group, entity=cfg["wandb"]["entity"], mode=mode,
             dir=str(wandb_dir), log_config=True, job_type=f"tune-{key}",
             excludes=["checkpoint_dir_name", "should_checkpoint"],
+            resume="allow",  # a resumed trial continues its wandb run (same id: the trial id)
             # offline: nothing to upload, so Ray need not wait its default 30 min for a trial's writer
             **({"upload_timeout": _WANDB_FLUSH_TIMEOUT_S} if mode == "offline" else {}),
         ))
-    asha = ASHAScheduler(
-        time_attr="training_iteration", max_t=int(epochs),
-        grace_period=min(int(tcfg["asha"]["grace_period"]), int(epochs)),
-        reduction_factor=float(tcfg["asha"]["reduction_factor"]),
-    )
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": _TRIAL_CPU}),
-        param_space=space,
-        tune_config=tune.TuneConfig(metric=tcfg["metric"], mode=tcfg["mode"], num_samples=num_samples,
-                                    max_concurrent_trials=max_conc, scheduler=asha),
-        run_config=tune.RunConfig(name=sweep_name, storage_path=storage, callbacks=callbacks, verbose=1),
-    )
+    restorable = tune.Tuner.can_restore(sweep_dir)
+    if args.resume and not restorable:
+        raise UserError(f"--resume: no sweep {sweep_name} under {storage} to resume (it is named by its settings: "
+                        "the same stages.yaml, data and flags; without --resume a new sweep starts)")
+    if restorable:
+        # finished trials are kept; unfinished and failed ones run again, each resuming from its own
+        # checkpoints (runs/<trial id>); the searcher and ASHA continue from their saved state
+        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=space)
+        _use_callbacks(tuner, callbacks)
+        print(f"[tune {key}] resuming sweep {sweep_name} (finished trials kept, the others resume from their "
+              "last checkpoint; --fresh starts over)", flush=True)
+    else:
+        asha = ASHAScheduler(
+            time_attr="epoch", max_t=int(epochs),  # the epoch, not Tune's report count: restarts keep it
+            grace_period=min(int(tcfg["asha"]["grace_period"]), int(epochs)),
+            reduction_factor=float(tcfg["asha"]["reduction_factor"]),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(metric=tcfg["metric"], mode=tcfg["mode"], num_samples=num_samples,
+                                        max_concurrent_trials=max_conc, scheduler=asha),
+            run_config=tune.RunConfig(name=sweep_name, storage_path=storage, callbacks=callbacks, verbose=1,
+                                      # a trial whose Ray Train run failed (after its own restarts) runs
+                                      # again from its last checkpoint
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
+        )
+        print(f"[tune {key}] starting sweep {sweep_name}", flush=True)
     print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, search "
           f"{', '.join(space)}; wandb {mode} group {group}", flush=True)
     if "heatmap2_std" in space and cfg["train"][key].get("heatmap2_init") == "upsample":
@@ -228,7 +264,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         if stalled is None:
             raise
         raise UserError(f"tune {key}: {stalled}") from None
-    summary = _summarise(grid, key, tcfg, list(space), epochs, group, mode, sweep_name, time.time() - t0)
+    summary = _summarise(grid, key, tcfg, list(space), epochs, group, mode, sweep_name, sweep_dir, time.time() - t0)
     out = outputs_dir(root, "tune", key)
     _write_results(summary, out)
     b = summary["best"]
@@ -237,6 +273,16 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
           + f" ({summary['num_completed']} completed, {summary['num_stopped_early']} stopped early); wrote {out}",
           flush=True)
     return summary
+
+
+def _use_callbacks(tuner, callbacks: list[Any]) -> None:
+    """Give a restored Tuner this driver's callbacks. ``Tuner.restore`` (Ray 2.60) takes no run config
+    and brings back the callbacks pickled by the killed driver, whose actor handles (the placement-group
+    ledger) and clocks (the stall watchdog) belong to that driver."""
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None or not hasattr(internal, "get_run_config"):
+        raise UserError("this Ray version restores Tune sweeps differently: start over with --fresh")
+    internal.get_run_config().callbacks = callbacks
 
 
 def _stage(cfg: dict[str, Any], args: argparse.Namespace) -> str:
@@ -251,39 +297,51 @@ def _stage(cfg: dict[str, Any], args: argparse.Namespace) -> str:
     return key
 
 
-def _make_trainable(base: dict[str, Any], storage: str, num_workers: int, use_gpu: bool, cpus: float,
-                    ledger: str | None = None):
+def _make_trainable(base: dict[str, Any], sweep_dir: str, num_workers: int, use_gpu: bool, cpus: float,
+                    max_failures: int, ledger: str | None = None):
     """A function trainable that runs one Ray Train fit of the stage per trial (stack notes: Train V2).
 
-    ``ledger``: name of the :class:`_PlacementGroupLedger` actor the trial's Train workers register
-    their placement group with (see :class:`_ReleaseTrainPlacementGroups`).
+    Each trial trains with its own checkpoint store, ``<sweep_dir>/runs/<trial id>``, so a trial that
+    runs again (a retry, or a resumed sweep) continues from its last checkpoint. ``ledger``: name of
+    the :class:`_PlacementGroupLedger` actor the trial's Train workers register their placement
+    group with (see :class:`_ReleaseTrainPlacementGroups`).
     """
     key = base["stage"]
 
     def trial(sampled: dict[str, Any]) -> None:
+        import ray
         from ray import tune
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
+        from workflows.runs import BOARD_NAMESPACE, RunBoard
+
         ctx = tune.get_context()
-        name = f"train-{ctx.get_trial_name()}"
+        trial_id = ctx.get_trial_id()
+        run_dir = f"{sweep_dir}/runs/{trial_id}"
+        board = f"board-{trial_id}-{uuid.uuid4().hex[:6]}"
+        # held until fit() returns: an actor nobody references is ended by Ray
+        board_actor = ray.remote(num_cpus=0)(RunBoard).options(name=board, namespace=BOARD_NAMESPACE).remote()
         resources = _worker_resources(cpus, use_gpu)
-        config = {**base, **sampled, "run_name": name, "_pg_ledger": ledger, "_trial_id": ctx.get_trial_id()}
+        config = {**base, **sampled, "run_name": f"train-{ctx.get_trial_name()}", "run_dir": run_dir,
+                  "board": board, "max_failures": max_failures, "_pg_ledger": ledger, "_trial_id": trial_id}
         trainer = TorchTrainer(
             _trial_train_func,
             train_loop_config=config,
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-            run_config=RunConfig(name=name, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=1),
-                                 callbacks=[TuneReportCallback()],
+            run_config=RunConfig(name=time.strftime("attempt-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+                                 storage_path=f"{run_dir}/ray", callbacks=[TuneReportCallback()],
+                                 # a lost worker restarts the group from the trial's last checkpoint;
                                  # Train V2 retries a worker group that cannot start forever by default
                                  # (controller_failure_limit=-1): a trial whose CPUs never come free
                                  # would hold the sweep; fail it instead (ASHA goes on with the others)
-                                 failure_config=FailureConfig(max_failures=0,
+                                 failure_config=FailureConfig(max_failures=max_failures,
                                                               controller_failure_limit=_START_RETRIES)),
         )
         trainer.fit()
+        del board_actor
 
     trial.__name__ = trial.__qualname__ = key  # trials are named d2_16_<id> (also the wandb run names)
     return trial
@@ -369,15 +427,22 @@ def _remove_placement_groups(pg_hexes: list[str]) -> int:
     return n
 
 
-def _release_callback(ledger_actor):
+def _release_callback(ledger_name: str):
     from ray.tune import Callback
 
     class _ReleaseTrainPlacementGroups(Callback):
-        """Driver-side Tune callback: remove the Train placement groups of finished trials."""
+        """Driver-side Tune callback: remove the Train placement groups of finished trials. It holds
+        the ledger's name, not a handle: Tune pickles its callbacks with the sweep's state."""
 
         def __init__(self) -> None:
             self._done: dict[str, float] = {}  # trial id -> time it completed / errored
             self.removed = 0
+
+        @staticmethod
+        def _ledger():
+            import ray
+
+            return ray.get_actor(ledger_name, namespace=_LEDGER_NAMESPACE)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._done[trial.trial_id] = time.monotonic()
@@ -392,14 +457,14 @@ def _release_callback(ledger_actor):
             for tid, t in list(self._done.items()):
                 if now - t < _RELEASE_AFTER_S:
                     continue
-                self.removed += _remove_placement_groups(ray.get(ledger_actor.pop.remote(tid)))
+                self.removed += _remove_placement_groups(ray.get(self._ledger().pop.remote(tid)))
                 if now - t > _WATCH_S:
                     del self._done[tid]
 
         def on_experiment_end(self, trials, **info):
             import ray
 
-            self.removed += _remove_placement_groups(ray.get(ledger_actor.pop_all.remote()))
+            self.removed += _remove_placement_groups(ray.get(self._ledger().pop_all.remote()))
 
     return _ReleaseTrainPlacementGroups()
 
@@ -492,7 +557,7 @@ def _wandb_callback(**kwargs):
     return _FlushingWandbLoggerCallback(**kwargs)
 
 
-def _summarise(grid, key, tcfg, params, epochs, group, mode, sweep_name, wall) -> dict[str, Any]:
+def _summarise(grid, key, tcfg, params, epochs, group, mode, sweep_name, sweep_dir, wall) -> dict[str, Any]:
     metric = tcfg["metric"]
     trials = []
     for r in grid:
@@ -506,9 +571,9 @@ def _summarise(grid, key, tcfg, params, epochs, group, mode, sweep_name, wall) -
             "params": {k: float(cfg[k]) for k in params if k in cfg},
             "metric": float(m.get(metric, math.nan)),
             "best_metric": float(min(values) if tcfg["mode"] == "min" else max(values)) if values else math.nan,
-            "epochs_run": int(m.get("training_iteration", len(values)) or 0),
+            "epochs_run": int(m.get("epoch", len(values)) or 0),
             "error": str(r.error).splitlines()[0] if r.error else None,
-            "checkpoint_path": m.get("checkpoint_path"),
+            "run_dir": f"{sweep_dir}/runs/{m['trial_id']}" if m.get("trial_id") else None,
         })
     ok = [t for t in trials if not t["error"] and math.isfinite(t["metric"])]
     if not ok:

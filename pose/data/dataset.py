@@ -156,9 +156,11 @@ class PackedDataset(Dataset):
         aug: :class:`AugConfig`.
         indices: optional subset (rows of the packed split).
         bbox_enlarge: box side factor; None → per layout default (meta.json ``bbox_enlarge``).
-        seed: base seed of the augmentation draws; inside DataLoader workers it is mixed with the
-            worker's seed (new every epoch, reproducible under ``torch.manual_seed``); None →
-            ``torch.initial_seed()``. Draws follow the call order.
+        seed: base seed of the augmentation draws. ``ds[i]`` draws in call order (inside DataLoader
+            workers mixed with the worker's seed, new every epoch, reproducible under
+            ``torch.manual_seed``; None → ``torch.initial_seed()``); ``ds[(i, epoch)]`` (the keys of
+            :class:`pose.data.sampler.ShardedBatchSampler`) draws from ``(seed, epoch, row)`` alone,
+            so a resumed run sees the same augmentation whatever came before.
         cache_mb: keep up to this many MiB of decoded images in memory (per process; the first
             samples read are kept, 0 = off), so later epochs skip image decoding (sample loading
             2.3–2.6× faster for 224-px PNGs, benchmarks/README.md).
@@ -212,8 +214,14 @@ class PackedDataset(Dataset):
             self._gen_pid = os.getpid()
         return self._gen
 
-    def draw_aug(self, row: int) -> AugParams:
-        return sample_aug(self.aug, self._rng()) if self.train else IDENTITY
+    def draw_aug(self, row: int, epoch: int | None = None) -> AugParams:
+        """Augmentation of ``row``: the next draw of this process, or (``epoch`` given) the draw of
+        ``(seed, epoch, row)``."""
+        if not self.train:
+            return IDENTITY
+        if epoch is None:
+            return sample_aug(self.aug, self._rng())
+        return sample_aug(self.aug, np.random.default_rng([int(self.seed or 0) % 2**63, int(epoch), int(row)]))
 
     def raw(self, i: int, params: AugParams | None = None) -> dict[str, np.ndarray]:
         """Sample ``i`` as numpy (uint8 HWC RGB image) with explicit augmentation ``params``."""
@@ -241,7 +249,11 @@ class PackedDataset(Dataset):
         """Like ``ds[i]`` but with explicit augmentation ``params`` (None → drawn as usual)."""
         return to_tensors(self.raw(i, params))
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``ds[i]``, or ``ds[(i, epoch)]`` with the augmentation of ``(seed, epoch, row)``."""
+        i, epoch = key if isinstance(key, tuple) else (key, None)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        return self.get(i % len(self))
+        i = i % len(self)
+        params = None if epoch is None else self.draw_aug(int(self.indices[i]), epoch)
+        return self.get(i, params)
