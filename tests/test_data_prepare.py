@@ -423,6 +423,19 @@ def test_workers_stay_a_bounded_window_ahead_of_a_slow_writer(tmp_path, monkeypa
     assert len(ahead) == 72 and max(ahead) <= 4 + 1  # the window, and the sample being written
 
 
+def test_pool_workers_die_at_sigterm_and_leave_ctrl_c_to_the_parent():
+    """Pool.terminate() must end a worker blocked on the task queue: the parent's Python SIGTERM
+    handler (inherited at fork) is reset to the default in the workers."""
+    import subprocess
+    import sys
+
+    code = ("import signal; from pose.data import prepare as p; signal.signal(signal.SIGTERM, p._sigterm); "
+            "p._init_worker(); print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "
+            "signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "True"], r.stderr
+
+
 def test_workers_pool_order_and_bad_samples(tmp_path, monkeypatch):
     src = make_layout(tmp_path / "src")
     _nan(src)  # BadSample results must cross the process boundary

@@ -152,6 +152,10 @@ def _init_worker() -> None:
     # OpenCV's thread pool does not survive fork(): a forked child that decodes with it can hang.
     cv2.setNumThreads(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it ends the pool)
+    # The parent's SIGTERM handler is Python code, which a worker blocked on the task queue's lock may
+    # never run (a signal that lands just before sem_wait is lost): Pool.terminate() then waited for
+    # ever (seen once in ten 50k-frame runs). A worker has nothing to clean up: die at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _work(index: int):
@@ -213,6 +217,7 @@ def pack_split(reader, indices: Sequence[int], out_dir: Path, *, on_bad: str = "
                     return
             yield index
 
+    finished = False
     try:
         if workers > 1 and len(todo) > 64:
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
@@ -233,11 +238,15 @@ def pack_split(reader, indices: Sequence[int], out_dir: Path, *, on_bad: str = "
                                                       max_skip_fraction))
                 continue
             writer.add(*result)
+        finished = True
     finally:
         bar.close()
         stop.set()
         if pool is not None:
-            pool.terminate()
+            if finished:
+                pool.close()  # every result is in: the workers end on their sentinels
+            else:
+                pool.terminate()
             pool.join()
         _READER = None
     full_meta = dict(meta or {})
