@@ -222,7 +222,7 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     # A code change makes exactly the stages that run that code out of date (dvc status, no rerun).
     train_and_after = {f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)} | {"evaluate"}
     for path, stages in (("pose/lift_data.py", {"lift_supervised", "lift_unsupervised"}),
-                         ("pose/data/dataset.py", train_and_after | {"lift_supervised", "lift_unsupervised"}),
+                         ("pose/data/dataset.py", train_and_after),  # the lift stages read packed arrays only
                          ("pose/camera.py", expected_all)):
         before = (repo / path).read_text()
         (repo / path).write_text(before + "# a comment\n")

@@ -136,7 +136,7 @@ def _project(tmp_path: Path, packed: Path, name: str = "proj", **ray) -> Path:
     cfg = make_profile("micro")
     cfg["data"]["train_limit"] = 128
     cfg["train"]["d2_02"].update(iterations=ITERATIONS, batch_size=4, checkpoint_every=EVERY, log_every=1000)
-    cfg["ray"].update(num_workers=2, **ray)
+    cfg["ray"].update({"num_workers": 2, **ray})
     write_config(cfg, root / "stages.yaml")
     return root
 
@@ -189,15 +189,21 @@ def reference(tmp_path_factory, micro_packed, cli_env) -> Path:
     return root
 
 
+def _signal_a_worker(tree: Tree, root: Path, log: Path, sig: int) -> subprocess.Popen:
+    """Start the stage of ``root``, and send ``sig`` to one of its Ray Train workers once the run has
+    a checkpoint; returns the stage's process."""
+    p = tree.start(_stage_argv(root), root, log)
+    _wait_for(lambda: _checkpoints(root), 600, "the first checkpoint")
+    _wait_for(lambda: tree.workers(p)[-1:], 60, "a RayTrainWorker")[0].send_signal(sig)
+    return p
+
+
 # --------------------------------------------------------------------------------------------
 # a lost worker
 def test_worker_sigkill_is_survived(tree, tmp_path, micro_packed, reference):
     root = _project(tmp_path, micro_packed)
     log = tmp_path / "stage.log"
-    p = tree.start(_stage_argv(root), root, log)
-    _wait_for(lambda: _checkpoints(root), 600, "the first checkpoint")
-    victim = _wait_for(lambda: tree.workers(p)[-1:], 60, "a RayTrainWorker")[0]
-    victim.send_signal(signal.SIGKILL)
+    p = _signal_a_worker(tree, root, log, signal.SIGKILL)
     assert tree.wait(p) == 0, _text(log)[-4000:]
     m = re.search(r"\[d2_02\] resumed at iteration (\d+) \(attempt 2 of 3\)", _text(log))
     assert m, _text(log)[-4000:]
@@ -208,9 +214,7 @@ def test_worker_sigkill_is_survived(tree, tmp_path, micro_packed, reference):
 def test_exhausted_retries_fail_with_one_line(tree, tmp_path, micro_packed):
     root = _project(tmp_path, micro_packed, max_failures=0)
     log = tmp_path / "stage.log"
-    p = tree.start(_stage_argv(root), root, log)
-    _wait_for(lambda: _checkpoints(root), 600, "the first checkpoint")
-    _wait_for(lambda: tree.workers(p)[-1:], 60, "a RayTrainWorker")[0].send_signal(signal.SIGKILL)
+    p = _signal_a_worker(tree, root, log, signal.SIGKILL)
     assert tree.wait(p) == 1
     errors = [ln for ln in _text(log).splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, _text(log)[-3000:]
@@ -315,10 +319,7 @@ def test_sigterm_to_the_driver_checkpoints_then_a_damaged_checkpoint_is_skipped(
 def test_sigterm_to_a_worker_checkpoints_and_loses_nothing(tree, tmp_path, micro_packed, reference):
     root = _project(tmp_path, micro_packed)
     log = tmp_path / "stage.log"
-    p = tree.start(_stage_argv(root), root, log)
-    _wait_for(lambda: _checkpoints(root), 600, "the first checkpoint")
-    victim = _wait_for(lambda: tree.workers(p)[-1:], 60, "a RayTrainWorker")[0]
-    victim.send_signal(signal.SIGTERM)
+    p = _signal_a_worker(tree, root, log, signal.SIGTERM)
     assert tree.wait(p) == 0, _text(log)[-4000:]
     text = _text(log)
     assert re.search(r"\[d2_02\] rank \d got SIGTERM: checkpoint after this iteration, then stop", text), text[-3000:]
