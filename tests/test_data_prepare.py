@@ -423,6 +423,25 @@ def test_workers_stay_a_bounded_window_ahead_of_a_slow_writer(tmp_path, monkeypa
     assert len(ahead) == 72 and max(ahead) <= 4 + 1  # the window, and the sample being written
 
 
+def _one_mib(i: int) -> bytes:
+    return bytes(1 << 20)  # larger than a pipe's buffer, like an image
+
+
+def test_wind_down_after_an_error_takes_the_results_in_flight():
+    """After an error the pool ends without terminate(): the results already handed out are read."""
+    import multiprocessing as mp
+    import threading
+
+    pool = mp.get_context("fork").Pool(2)
+    results = pool.imap(_one_mib, range(48), chunksize=1)
+    assert len(next(results)) == 1 << 20  # the writer stopped after one result
+    t = threading.Thread(target=prep._wind_down, args=(pool, results), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+    assert all(not p.is_alive() for p in pool._pool)
+
+
 def test_pool_workers_die_at_sigterm_and_leave_ctrl_c_to_the_parent():
     """Pool.terminate() must end a worker blocked on the task queue: the parent's Python SIGTERM
     handler (inherited at fork) is reset to the default in the workers."""

@@ -49,8 +49,8 @@ from pose.data.records import ARRAY_FIELDS, RawSample
 PACK_VERSION = 2
 INT_ARRAYS: tuple[str, ...] = ("subject", "action", "subaction", "camera", "frame", "index")
 DEFAULT_SHARD_BYTES = 1 << 30
-#: a shard also closes at this many samples: the open shard's samples are what the writer holds
-#: in memory (~4 KB each), so this bounds it whatever the image size
+#: a shard also closes at this many samples (the writer keeps the open shard's rows in buffers of
+#: this length: ~10 MB, whatever the image size or the size of the split)
 SHARD_ROWS = 16384
 #: crop box side factor per layout (see :mod:`pose.data.dataset`).
 DEFAULT_ENLARGE: dict[str, float] = {"seed": 1.28, "json": 1.25}
@@ -118,31 +118,35 @@ class PackWriter:
         self.skipped: list[dict] = []
         self._closed: list[dict] = []  # one record per closed shard (see _close_shard)
         self._fh = None
+        self._rows: dict[str, np.ndarray] = {}  # the open shard's rows: COLUMNS + "shard_index" (offset, length)
         self._start_shard_state()
         self.resumed = self._take_over()
 
     # -- the open shard
     def _start_shard_state(self) -> None:
-        self._cols: dict[str, list] = {name: [] for name in COLUMNS}
-        self._index: list[tuple[int, int]] = []  # (offset, length) in the open shard
+        self._count = 0  # samples in the open shard
         self._offset = 0
         self._hash = hashlib.sha256()
         self._skipped_here: list[dict] = []
         self._exts: dict[str, int] = {}
 
     def add(self, sample: RawSample, image_bytes: bytes) -> None:
-        if self._fh is not None and (len(self._index) >= SHARD_ROWS or
+        if self._fh is not None and (self._count >= SHARD_ROWS or
                                      self._offset + len(image_bytes) > self.shard_bytes):
             self._close_shard()
         if self._fh is None:
             self._fh = open(self.out_dir / shard_name(len(self._closed)), "wb")
+        if not self._rows:
+            self._rows = {name: np.empty((SHARD_ROWS, *shape), dtype) for name, (shape, dtype) in COLUMNS.items()}
+            self._rows["shard_index"] = np.empty((SHARD_ROWS, 2), np.int64)
         self._fh.write(image_bytes)
         self._hash.update(image_bytes)
-        self._index.append((self._offset, len(image_bytes)))
+        row = self._count
+        self._rows["shard_index"][row] = (self._offset, len(image_bytes))
         self._offset += len(image_bytes)
         for name in COLUMNS:
-            value = tuple(sample.image_size) if name == "image_size" else getattr(sample, name)
-            self._cols[name].append(np.asarray(value))
+            self._rows[name][row] = sample.image_size if name == "image_size" else getattr(sample, name)
+        self._count += 1
         ext = Path(sample.image_path).suffix.lower()
         self._exts[ext] = self._exts.get(ext, 0) + 1
         self.position += 1
@@ -160,10 +164,9 @@ class PackWriter:
         self._fh.close()
         self._fh = None
         k = len(self._closed)
-        info = {"count": len(self._index), "bytes": self._offset, "sha256": self._hash.hexdigest(),
+        info = {"count": self._count, "bytes": self._offset, "sha256": self._hash.hexdigest(),
                 "position": self.position, "skipped": self._skipped_here, "image_formats": self._exts}
-        cols = {name: np.stack(v).astype(COLUMNS[name][1]) for name, v in self._cols.items()}
-        cols["shard_index"] = np.asarray(self._index, dtype=np.int64).reshape(-1, 2)
+        cols = {name: rows[: self._count] for name, rows in self._rows.items()}
         _atomic_write(self.out_dir / _record_name(k), lambda fh: np.savez(fh, info=np.array(json.dumps(info)), **cols))
         self._closed.append(info)
         self._start_shard_state()
@@ -195,7 +198,7 @@ class PackWriter:
         return len(self._closed)
 
     def __len__(self) -> int:
-        return sum(info["count"] for info in self._closed) + len(self._index)
+        return sum(info["count"] for info in self._closed) + self._count
 
     def finish(self, meta: dict) -> dict:
         """Write every array, ``image_index.npy`` and (last) ``meta.json``; returns the meta.

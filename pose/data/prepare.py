@@ -167,6 +167,23 @@ def _work(index: int):
         return BadSample(index, getattr(_READER, "root", "?"), f"{type(exc).__name__}: {exc}")
 
 
+def _wind_down(pool, unread) -> None:
+    """End a pool: take the results still coming (``unread``: at most the in-flight window, once
+    no new task is fed), then let the workers end on their sentinels. ``Pool.terminate()`` with
+    results unread deadlocks when a result is larger than a pipe's buffer (an image is): the worker
+    writing it holds the result queue's lock that terminate() needs (seen in a test under load)."""
+    if unread is not None:
+        try:
+            for _ in unread:
+                pass
+        except Exception:  # noqa: BLE001 - the pool is broken; fall back to killing it
+            pool.terminate()
+            pool.join()
+            return
+    pool.close()
+    pool.join()
+
+
 def select_indices(indices: list[int], every: int = 1, limit: int = 0, keep: set[int] | None = None) -> list[int]:
     out = [i for i in indices if keep is None or i in keep]
     out = out[:: max(1, every)]
@@ -215,6 +232,8 @@ def pack_split(reader, indices: Sequence[int], out_dir: Path, *, on_bad: str = "
             while not window.acquire(timeout=0.1):
                 if stop.is_set():
                     return
+            if stop.is_set():
+                return
             yield index
 
     finished = False
@@ -241,13 +260,9 @@ def pack_split(reader, indices: Sequence[int], out_dir: Path, *, on_bad: str = "
         finished = True
     finally:
         bar.close()
-        stop.set()
+        stop.set()  # no new tasks
         if pool is not None:
-            if finished:
-                pool.close()  # every result is in: the workers end on their sentinels
-            else:
-                pool.terminate()
-            pool.join()
+            _wind_down(pool, None if finished else results)
         _READER = None
     full_meta = dict(meta or {})
     full_meta["action_names"] = list(reader.action_names)
