@@ -208,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             m = re.search(rf"(?:resuming {args.stage} from iteration|\[{args.stage}\] resumed at iteration) (\d+)", text)
             stopped = re.search(r"stopped at iteration (\d+)", text)
             resumed = int(m.group(1)) if m else None
+            again_text = (base / f"{scenario}-again.log").read_text(errors="replace") if scenario.startswith(
+                "driver") else ""
+            started_fresh = f"starting {args.stage} fresh" in again_text  # the run's identity changed (code edited?)
+            if started_fresh:
+                resumed = 0
             hit = max(first["failed_at"] or 0, int(stopped.group(1)) if stopped else 0)
             redone = None if resumed is None else max(0, hit - resumed)
             equal = None
@@ -218,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {"rc": rc, "failed_at_iteration": hit, "resumed_at_iteration": resumed,
                    "iterations_redone": redone,
                    "redone_s": None if redone is None else round(redone * per_it, 1),
-                   "extra_wall_s": round(wall - ref["wall_s"], 1), "weights_equal_uninterrupted": equal}
+                   "extra_wall_s": round(wall - ref["wall_s"], 1), "weights_equal_uninterrupted": equal,
+                   "rerun_started_fresh": started_fresh}
             results["scenarios"][scenario] = row
             print(f"{scenario}: failure at iteration {hit}, resumed at {resumed}, {redone} iteration(s) redone "
                   f"({row['redone_s']} s), stage {row['extra_wall_s']:+.1f} s over the uninterrupted run, "

@@ -92,6 +92,23 @@ def test_more_than_this_machine_has(run_cli, tmp_path, micro_packed):
     assert not (root / "outputs" / "stages").exists() and not (root / "outputs" / "ray").exists()
 
 
+def test_a_partial_copy_of_the_data_stops_before_ray(run_cli, tmp_path, micro_packed):
+    """A packed folder copied only in part (a shard cut short) is one line naming the shard, before
+    Ray starts, not a decode error in the middle of an epoch."""
+    import shutil
+
+    copy = tmp_path / "packed"
+    shutil.copytree(micro_packed, copy)
+    shard = copy / "train" / "images_000.bin"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    root = _root(tmp_path, copy)
+    r = _stage(run_cli, root, 2)
+    line = _one_error_line(r)
+    assert "packed/train/images_000.bin: 1,000 bytes, meta.json records " in line and "incomplete copy" in line, line
+    assert "Started a local Ray instance" not in r.stdout + r.stderr
+    assert not (root / "outputs" / "stages").exists() and not (root / "outputs" / "ray").exists()
+
+
 def test_make_model_starts_from_previous_weights(tmp_path):
     """Unit level: the hand-over copies every layer but heatmap2, which gets N(0, std) or, with
     heatmap2_init: upsample, the previous head resampled to the new depth bins."""

@@ -32,21 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHECKPOINT_FILES", "Checkpoint", "CheckpointStore", "file_digest"]
+from pose.data.packed import file_digest
+
+__all__ = ["CHECKPOINT_FILES", "Checkpoint", "CheckpointStore"]
 
 #: what every checkpoint holds besides its manifest
 CHECKPOINT_FILES = ("model.pt", "train_state.pt", "curve.csv")
 _NAME = re.compile(r"^ckpt-(\d{9})$")
 _CHUNK = 1 << 20
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 (hex) of a local file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ _FINGERPRINT_CHARS = 12
 
 
 def _file_sha(path: str | Path) -> str | None:
-    from workflows.checkpoints import file_digest
+    from pose.data.packed import file_digest
 
     return file_digest(path) if Path(path).is_file() else None
 

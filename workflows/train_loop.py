@@ -163,6 +163,7 @@ def check_inputs(config: Mapping[str, Any]) -> None:
 
     Raises ``workflows.common.UserError`` with one line.
     """
+    from pose.data import read_meta
     from workflows.common import UserError
 
     for split in ("train", "test"):
@@ -172,6 +173,10 @@ def check_inputs(config: Mapping[str, Any]) -> None:
                 f"prepared data not found: {d}/meta.json (run `dvc repro prepare`, or `pose prepare SRC --out "
                 f"{d.parent}`)"
             )
+        try:
+            read_meta(d)  # every array and shard present with its recorded size (a partial copy stops here)
+        except (OSError, ValueError) as exc:
+            raise UserError(str(exc)) from None
     init = config["init_checkpoint"]
     if init is None:
         return
