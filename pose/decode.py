@@ -26,17 +26,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pose.camera import backproject
+from pose.camera import apply_affine, backproject
 from pose.skeleton import LIMB_LENGTHS_TRAIN_MM, LIMBS_C2F_17
 from pose.targets import C2F_DEPTH_RANGE, DepthRange, bin_to_depth, hm_to_px
 
 __all__ = [
+    "DECODINGS",
+    "DEFAULT_SOFTMAX_SCALE",
+    "Decoded",
     "argmax",
     "argmax_2d",
+    "decode_2d_stage",
+    "decode_batch",
+    "decode_grid",
+    "decode_outputs",
     "decode_to_crop",
     "fit_root_depth",
     "soft_argmax",
@@ -331,3 +339,136 @@ def fit_root_depth(
     if not was_np and isinstance(uv_img_px, torch.Tensor):
         root = root.to(uv_img_px.dtype if uv_img_px.is_floating_point() else torch.float32)
     return _out(root, was_np)
+
+
+# --- the decode pipeline: network output -> joints ------------------------------------------------
+#: the two decodings of a volume: hard argmax (C2F) and soft-argmax (integral regression)
+DECODINGS: tuple[str, ...] = ("argmax", "soft_argmax")
+#: multiplier of the volume before the soft-argmax's softmax (the seed's x30, also the training loss's)
+DEFAULT_SOFTMAX_SCALE = 30.0
+
+
+@dataclass
+class Decoded:
+    """Batched decoding of one method (torch tensors on the volume's device, float64 where mm).
+
+    xyz_grid (B, J, 3) grid units; uv_crop (B, J, 2) crop px; uv_img (B, J, 2) image px;
+    z_rel (B, J) mm; root_depth (B,) mm; camera (B, J, 3) camera-frame mm; root_relative (B, J, 3) mm.
+    """
+
+    xyz_grid: torch.Tensor
+    uv_crop: torch.Tensor
+    uv_img: torch.Tensor
+    z_rel: torch.Tensor
+    root_depth: torch.Tensor
+    camera: torch.Tensor
+    root_relative: torch.Tensor
+
+
+def _batched(x, tail: tuple[int, ...], B: int, device: torch.device, name: str) -> torch.Tensor:
+    """``x`` (B, *tail) or (*tail) as a float64 (B, *tail) tensor on ``device``."""
+    t = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x)).to(device, torch.float64)
+    if tuple(t.shape) == tail:
+        t = t.expand(B, *tail)
+    if tuple(t.shape) != (B, *tail):
+        raise ValueError(f"{name}: expected shape ({B}, {', '.join(map(str, tail))}) or {tail}, got {tuple(t.shape)}")
+    return t
+
+
+def decode_grid(vol: torch.Tensor, method: str, softmax_scale: float = DEFAULT_SOFTMAX_SCALE) -> torch.Tensor:
+    """(B, J, D, H, W) volume → (B, J, 3) grid coordinates (float64) by ``method`` (:data:`DECODINGS`).
+    The soft-argmax runs in the volume's own precision (float32 from the network)."""
+    if method == "argmax":
+        return argmax(vol).to(torch.float64)
+    if method == "soft_argmax":
+        return soft_argmax(vol, scale=softmax_scale, validate=False).to(torch.float64)
+    raise ValueError(f"method: unknown decoding {method!r}; choose from {DECODINGS}")
+
+
+def decode_outputs(
+    vol: torch.Tensor,
+    crop_to_img,
+    K,
+    *,
+    d2: int,
+    stride: int,
+    depth_range: DepthRange,
+    root_depth=None,
+    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
+    methods: Sequence[str] = DECODINGS,
+) -> dict[str, Decoded]:
+    """Network output → joints: THE decode, used by prediction, evaluation and training validation.
+
+    1. grid coordinates from the final volume (:func:`decode_grid`: ``argmax`` and/or ``soft_argmax``);
+    2. :func:`decode_to_crop` → crop px and root-relative depth (``depth_range``, ``d2``, ``stride``);
+    3. crop px → image px through ``crop_to_img`` (the inverse crop affine; for a packed split's
+       samples ``crop_to_raw``, into the raw camera image);
+    4. root depth: the given one, else the C2F bone-length fit (:func:`fit_root_depth`);
+    5. camera frame = :func:`to_camera` (``K`` of that image); root-relative = camera − root.
+
+    Args:
+        vol: (B, J, d2, H, W) final volume (``C2FPoseNet.forward``'s second output).
+        crop_to_img: (B, 2, 3) or (2, 3) affine crop-input px → image px.
+        K: (B, 3, 3) or (3, 3) intrinsics of that image.
+        root_depth: (B,) mm, or None → bone-length fit.
+        methods: subset of :data:`DECODINGS`.
+    Returns:
+        ``{method: Decoded}`` (float64 tensors on ``vol``'s device).
+    """
+    if not isinstance(vol, torch.Tensor) or vol.ndim != 5:
+        raise ValueError(f"vol: expected a (B, J, D, H, W) tensor, got {getattr(vol, 'shape', type(vol))}")
+    B, dev = vol.shape[0], vol.device
+    A = _batched(crop_to_img, (2, 3), B, dev, "crop_to_img")
+    Kt = _batched(K, (3, 3), B, dev, "K")
+    rd_given = None if root_depth is None else _batched(
+        torch.as_tensor(root_depth if isinstance(root_depth, torch.Tensor) else np.asarray(root_depth)).reshape(-1),
+        (), B, dev, "root_depth").reshape(B)
+    vol = vol.detach()
+    out: dict[str, Decoded] = {}
+    for method in methods:
+        xyz = decode_grid(vol, method, softmax_scale)
+        uv_crop, z_rel = decode_to_crop(xyz, d2, stride, depth_range)
+        uv_img = apply_affine(uv_crop, A)
+        rd = rd_given if rd_given is not None else fit_root_depth(uv_img, z_rel, Kt)
+        cam = to_camera(uv_img, z_rel, rd, Kt)
+        out[method] = Decoded(xyz, uv_crop, uv_img, z_rel, rd, cam, cam - cam[:, :1])
+    return out
+
+
+def decode_batch(
+    vol: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    *,
+    depth_range: DepthRange,
+    method: str = "argmax",
+    root: str = "gt",
+    stride: int = 4,
+    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
+) -> torch.Tensor:
+    """Camera-frame joints (B, J, 3) mm (float64) of a ``PackedDataset`` batch: :func:`decode_outputs`
+    with ``crop_to_img = batch["crop_to_raw"]``, ``K = batch["K"]`` and the root depth
+    ``batch["root_depth"]`` (``root="gt"``) or the bone-length fit (``root="fit"``, C2F recType 3)."""
+    if root not in ("gt", "fit"):
+        raise ValueError(f"root: expected 'gt' or 'fit', got {root!r}")
+    rd = batch["root_depth"] if root == "gt" else None
+    dec = decode_outputs(vol, batch["crop_to_raw"], batch["K"], d2=int(vol.shape[2]), stride=stride,
+                         depth_range=depth_range, root_depth=rd, softmax_scale=softmax_scale, methods=(method,))
+    return dec[method].camera
+
+
+def decode_2d_stage(
+    hm2d: torch.Tensor,
+    crop_to_img,
+    *,
+    stride: int,
+    method: str = "argmax",
+    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
+) -> torch.Tensor:
+    """Stage-1 2D heatmaps (B, J, H, W) → (B, J, 2) image px (the 2D detector used for lifting)."""
+    if method == "argmax":
+        xy = argmax_2d(hm2d).to(torch.float64)
+    elif method == "soft_argmax":
+        xy = soft_argmax_2d(hm2d.to(torch.float64), scale=softmax_scale)
+    else:
+        raise ValueError(f"method: unknown decoding {method!r}; choose from {DECODINGS}")
+    return apply_affine(hm_to_px(xy, stride), _batched(crop_to_img, (2, 3), hm2d.shape[0], hm2d.device, "crop_to_img"))

@@ -8,21 +8,12 @@ Quick start::
     res.joints_2d        # (17, 2) px in the original image
     res.joints_3d        # (17, 3) root-relative mm (camera axes: X right, Y down, Z forward)
     res.joints_3d_camera # (17, 3) camera-frame mm, or None when K was not given
-    res.to_json()        # plain dict, schema in pose/predict_cli.py
+    res.to_json()        # plain dict, schema in pose/tools/predict.py
 
-One place for "model output → decoded joints": :func:`decode_outputs` is what both
-:class:`Predictor` and the evaluation workflow (``workflows/evaluate.py``) call, so a prediction
-made here equals the evaluation's for the same crop. Its steps (all conventions of
-``contracts.md``):
-
-1. grid coordinates from the final volume, both by hard ``argmax`` and by ``soft_argmax``
-   (softmax scale = the checkpoint's ``softmax_scale``, default 30, the training loss's);
-2. ``decode_to_crop`` → crop px and root-relative depth (the checkpoint's ``depth_range``, ``d2``,
-   ``stride``);
-3. crop px → image px through ``crop_to_img`` (the inverse crop affine; for evaluation
-   ``crop_to_raw``);
-4. root depth: the given one, else the C2F bone-length fit (``fit_root_depth``, recType 3);
-5. camera frame = ``to_camera(uv_img, z_rel, root_depth, K)``; root-relative = camera − root.
+One place for "model output → decoded joints": ``pose.decode.decode_outputs`` is what
+:class:`Predictor`, :func:`predict_loader` (evaluation, training validation) and ``pose show``
+call, so a prediction made here equals the evaluation's for the same crop (the softmax scale of the
+soft-argmax is the checkpoint's ``softmax_scale``, default 30, the training loss's).
 
 Preprocessing is the evaluation's: :func:`preprocess` calls ``pose.data.dataset.make_sample``
 (``PackedDataset``'s crop: square box of side ``max(w, h) · bbox_enlarge`` centred on the bbox,
@@ -57,40 +48,27 @@ import cv2
 import numpy as np
 import torch
 
-from pose.camera import apply_affine, crop_affine, invert_affine
-from pose.decode import (
-    argmax,
-    argmax_2d,
-    decode_to_crop,
-    fit_root_depth,
-    soft_argmax,
-    soft_argmax_2d,
-    to_camera,
-)
+from pose.camera import crop_affine, invert_affine
+from pose.decode import DECODINGS, DEFAULT_SOFTMAX_SCALE, decode_2d_stage, decode_batch, decode_outputs
 from pose.model import C2FPoseNet, forward_flip_test, load_checkpoint
 from pose.skeleton import JOINT_NAMES_17
-from pose.targets import DepthRange, hm_to_px
+from pose.targets import DepthRange
 
 __all__ = [
     "ASSUMED_FOCAL_FACTOR",
-    "DECODINGS",
-    "DEFAULT_SOFTMAX_SCALE",
-    "Decoded",
+    "DEFAULT_BBOX_ENLARGE",
     "PosePrediction",
     "Predictor",
-    "DEFAULT_BBOX_ENLARGE",
     "assumed_intrinsics",
-    "decode_2d_stage",
-    "decode_batch",
+    "check_bbox",
+    "full_image_bbox",
     "intrinsics_for_image",
-    "decode_outputs",
     "intrinsics_matrix",
     "load_image",
+    "predict_loader",
     "preprocess",
 ]
 
-DECODINGS: tuple[str, ...] = ("argmax", "soft_argmax")
-DEFAULT_SOFTMAX_SCALE = 30.0
 #: focal length of the assumed camera, in units of the larger image side (H36M: ≈1147 px / 1000 px).
 ASSUMED_FOCAL_FACTOR = 1.15
 
@@ -119,7 +97,7 @@ def load_image(image: str | os.PathLike | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _check_bbox(bbox: Any, image_hw: tuple[int, int]) -> np.ndarray:
+def check_bbox(bbox: Any, image_hw: tuple[int, int]) -> np.ndarray:
     """Validate ``x1 y1 x2 y2`` (box edges, image px): finite, positive size, overlapping the image."""
     try:
         box = np.asarray(bbox, dtype=np.float64).reshape(-1)
@@ -211,140 +189,6 @@ def intrinsics_for_image(K_raw: Any, img_to_raw: Any) -> np.ndarray:
     """
     A = np.vstack([np.asarray(img_to_raw, dtype=np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
     return np.linalg.solve(A, intrinsics_matrix(K_raw))
-
-
-# ----------------------------------------------------------------------------------------------
-# the shared decode step
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Decoded:
-    """Batched decoding of one method (torch tensors on the model's device, float64 where mm).
-
-    xyz_grid (B, J, 3) grid units; uv_crop (B, J, 2) crop px; uv_img (B, J, 2) image px;
-    z_rel (B, J) mm; root_depth (B,) mm; camera (B, J, 3) camera-frame mm; root_relative (B, J, 3) mm.
-    """
-
-    xyz_grid: torch.Tensor
-    uv_crop: torch.Tensor
-    uv_img: torch.Tensor
-    z_rel: torch.Tensor
-    root_depth: torch.Tensor
-    camera: torch.Tensor
-    root_relative: torch.Tensor
-
-
-def decode_outputs(
-    vol: torch.Tensor,
-    crop_to_img: torch.Tensor | np.ndarray,
-    K: torch.Tensor | np.ndarray,
-    *,
-    d2: int,
-    stride: int,
-    depth_range: DepthRange,
-    root_depth: torch.Tensor | np.ndarray | None = None,
-    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
-    methods: Sequence[str] = DECODINGS,
-) -> dict[str, Decoded]:
-    """Model output → joints: THE decode used by prediction and by evaluation.
-
-    Args:
-        vol: (B, J, d2, H, W) final volume (``C2FPoseNet.forward``'s second output).
-        crop_to_img: (B, 2, 3) or (2, 3) affine crop-input px → image px (evaluation: ``crop_to_raw``).
-        K: (B, 3, 3) or (3, 3) intrinsics of that image (evaluation: raw intrinsics).
-        d2, stride, depth_range: the checkpoint's decoding parameters.
-        root_depth: (B,) mm, or None → C2F bone-length fit (``fit_root_depth`` from z0 = 2000 mm).
-        softmax_scale: multiplier of the volume before the soft-argmax's softmax.
-        methods: subset of ``("argmax", "soft_argmax")``.
-    Returns:
-        ``{method: Decoded}`` (float64 tensors on ``vol``'s device, except ``xyz_grid``).
-    """
-    if not isinstance(vol, torch.Tensor) or vol.ndim != 5:
-        raise ValueError(f"vol: expected a (B, J, D, H, W) tensor, got {getattr(vol, 'shape', type(vol))}")
-    B = vol.shape[0]
-    dev = vol.device
-    f64 = torch.float64
-    A = torch.as_tensor(np.asarray(crop_to_img) if not isinstance(crop_to_img, torch.Tensor) else crop_to_img)
-    A = A.to(dev, f64)
-    if A.shape == (2, 3):
-        A = A.expand(B, 2, 3)
-    if tuple(A.shape) != (B, 2, 3):
-        raise ValueError(f"crop_to_img: expected shape ({B}, 2, 3) or (2, 3), got {tuple(A.shape)}")
-    Kt = torch.as_tensor(np.asarray(K) if not isinstance(K, torch.Tensor) else K).to(dev, f64)
-    if Kt.shape == (3, 3):
-        Kt = Kt.expand(B, 3, 3)
-    if tuple(Kt.shape) != (B, 3, 3):
-        raise ValueError(f"K: expected shape ({B}, 3, 3) or (3, 3), got {tuple(Kt.shape)}")
-    rd_given = None
-    if root_depth is not None:
-        rd_given = torch.as_tensor(
-            np.asarray(root_depth) if not isinstance(root_depth, torch.Tensor) else root_depth
-        ).to(dev, f64).reshape(-1)
-        if rd_given.shape != (B,):
-            raise ValueError(f"root_depth: expected shape ({B},), got {tuple(rd_given.shape)}")
-    out: dict[str, Decoded] = {}
-    for method in methods:
-        if method == "argmax":
-            xyz = argmax(vol).to(f64)
-        elif method == "soft_argmax":
-            xyz = soft_argmax(vol.to(f64), scale=softmax_scale)
-        else:
-            raise ValueError(f"methods: unknown decoding {method!r}; choose from {DECODINGS}")
-        uv_crop, z_rel = decode_to_crop(xyz, d2, stride, depth_range)
-        uv_img = apply_affine(uv_crop, A)
-        rd = rd_given if rd_given is not None else fit_root_depth(uv_img, z_rel, Kt)
-        cam = to_camera(uv_img, z_rel, rd, Kt)
-        out[method] = Decoded(xyz, uv_crop, uv_img, z_rel, rd, cam, cam - cam[:, :1])
-    return out
-
-
-def decode_batch(
-    vol: torch.Tensor,
-    batch: dict[str, torch.Tensor],
-    *,
-    d2: int | None = None,
-    stride: int = 4,
-    depth_range: DepthRange,
-    method: str = "argmax",
-    root: str = "gt",
-    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
-) -> torch.Tensor:
-    """Evaluation's per-batch decode on a ``PackedDataset`` batch: camera-frame joints (B, J, 3) mm.
-
-    Thin wrapper of :func:`decode_outputs` with ``crop_to_img = batch["crop_to_raw"]``,
-    ``K = batch["K"]`` and the root depth ``batch["root_depth"]`` (``root="gt"``) or the bone-length
-    fit (``root="fit"``); ``method`` "argmax" or "soft"/"soft_argmax". Drop-in for
-    ``workflows.common.decode_poses`` (same numbers up to float32 rounding).
-    """
-    m = {"soft": "soft_argmax"}.get(method, method)
-    if root not in ("gt", "fit"):
-        raise ValueError(f"root: expected 'gt' or 'fit', got {root!r}")
-    d2 = int(vol.shape[2]) if d2 is None else int(d2)
-    rd = batch["root_depth"] if root == "gt" else None
-    dec = decode_outputs(vol, batch["crop_to_raw"], batch["K"], d2=d2, stride=stride, depth_range=depth_range,
-                         root_depth=rd, softmax_scale=softmax_scale, methods=(m,))
-    return dec[m].camera
-
-
-def decode_2d_stage(
-    hm2d: torch.Tensor,
-    crop_to_img: torch.Tensor | np.ndarray,
-    *,
-    stride: int,
-    method: str = "argmax",
-    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
-) -> torch.Tensor:
-    """Stage-1 2D heatmaps (B, J, H, W) → (B, J, 2) image px (the 2D detector used for lifting)."""
-    if method == "argmax":
-        xy = argmax_2d(hm2d).to(torch.float64)
-    elif method == "soft_argmax":
-        xy = soft_argmax_2d(hm2d.to(torch.float64), scale=softmax_scale)
-    else:
-        raise ValueError(f"method: unknown decoding {method!r}; choose from {DECODINGS}")
-    A = torch.as_tensor(np.asarray(crop_to_img) if not isinstance(crop_to_img, torch.Tensor) else crop_to_img)
-    A = A.to(hm2d.device, torch.float64)
-    if A.shape == (2, 3):
-        A = A.expand(hm2d.shape[0], 2, 3)
-    return apply_affine(hm_to_px(xy, stride), A)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -558,7 +402,7 @@ class Predictor:
         for img_in, box, K in zip(images, bboxes, Ks, strict=True):
             img = load_image(img_in)
             hw = img.shape[:2]
-            b = full_image_bbox(hw) if box is None else _check_bbox(box, hw)
+            b = full_image_bbox(hw) if box is None else check_bbox(box, hw)
             Km = assumed_intrinsics(hw) if K is None else intrinsics_matrix(K)
             x, A, _ = preprocess(img, b, self.input_size, self.bbox_enlarge)
             imgs.append(img)
@@ -649,3 +493,48 @@ def _ckpt_bbox_enlarge(ckpt: dict[str, Any]) -> float:
     if isinstance(sub, dict) and "bbox_enlarge" in sub:
         return float(sub["bbox_enlarge"])
     return DEFAULT_BBOX_ENLARGE
+
+
+# ----------------------------------------------------------------------------------------------
+# a packed split's loader
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict_loader(
+    model: torch.nn.Module,
+    loader,
+    *,
+    depth_range: DepthRange,
+    device: str | torch.device,
+    decodings: dict[str, tuple[str, str]],
+    softmax_scale: float = DEFAULT_SOFTMAX_SCALE,
+    flip_test: bool = False,
+    stride: int = 4,
+) -> dict[str, np.ndarray]:
+    """Camera-frame predictions over the batches of a ``PackedDataset`` loader: the evaluation's and
+    the training validation's one way to predict a split.
+
+    Args:
+        decodings: ``{name: (method, root)}``, method in ``pose.decode.DECODINGS``, root ``"gt"``
+            (the ground-truth root depth) or ``"fit"`` (bone-length fit).
+        flip_test: average each image's outputs with its mirror image's before decoding (C2F's
+            evaluation; ``pose.model.forward_flip_test``).
+    Returns:
+        ``{name: (N, J, 3) mm}`` float64 per decoding, plus ``"gt"`` (N, J, 3) and ``"action"`` (N,).
+        The model is put in eval mode and back in its mode before.
+    """
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {"gt": [], "action": [], **{k: [] for k in decodings}}
+    try:
+        for batch in loader:
+            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            _, vol = forward_flip_test(model, batch["image"]) if flip_test else model(batch["image"])
+            for name, (method, root) in decodings.items():
+                pred = decode_batch(vol.float(), batch, depth_range=depth_range, method=method, root=root,
+                                    stride=stride, softmax_scale=softmax_scale)
+                out[name].append(pred.cpu().numpy())
+            out["gt"].append(batch["joints_3d"].double().cpu().numpy())
+            out["action"].append(batch["action"].cpu().numpy())
+    finally:
+        model.train(was_training)
+    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}

@@ -60,7 +60,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pose import viz
-from pose.predict import PosePrediction, Predictor, _check_bbox, intrinsics_matrix, load_image
+from pose.predict import PosePrediction, Predictor, check_bbox, intrinsics_matrix, load_image
 
 SCHEMA = "c2f-pose.prediction/1"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -250,7 +250,7 @@ class _Runner:
             try:
                 img = load_image(item.path)
                 if self.args.bbox is not None:
-                    _check_bbox(self.args.bbox, img.shape[:2])
+                    check_bbox(self.args.bbox, img.shape[:2])
                 pending.append((item, img))
             except ValueError as exc:
                 self.fail(item.path, exc, bar)
@@ -311,7 +311,7 @@ class _Runner:
             batch: list[tuple[int, np.ndarray]] = []
             for i, frame in enumerate(frames):
                 if i == 0 and self.args.bbox is not None:
-                    _check_bbox(self.args.bbox, frame.shape[:2])
+                    check_bbox(self.args.bbox, frame.shape[:2])
                 batch.append((i, frame))
                 if len(batch) < self.args.batch_size:
                     continue

@@ -50,8 +50,9 @@ def render(checkpoint: str | Path, data: str | Path, n: int = 8, *, seed: int = 
            ) -> tuple[np.ndarray, list[dict]]:
     """Build the picture; returns (RGB uint8 image, per-sample records with the errors in mm)."""
     from pose.data import PackedDataset
+    from pose.decode import decode_outputs
     from pose.metrics import mpjpe, pa_mpjpe
-    from pose.predict import Predictor, decode_outputs
+    from pose.predict import Predictor
 
     if int(n) < 1:
         raise ValueError(f"n: expected >= 1, got {n}")

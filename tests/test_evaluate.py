@@ -1,4 +1,4 @@
-"""workflows/evaluate.py and the decoding path it shares with training (workflows/common.py)."""
+"""workflows/evaluate.py and the decoding path it shares with training and prediction (pose.decode)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pose.decode import decode_batch
 from pose.metrics import mpjpe
 from pose.targets import C2F_DEPTH_RANGE, make_coords
-from workflows.common import decode_poses
 
 
 def _oracle_volume(batch: dict, d2: int, size: int) -> torch.Tensor:
@@ -25,18 +25,18 @@ def _oracle_volume(batch: dict, d2: int, size: int) -> torch.Tensor:
     return vol
 
 
-@pytest.mark.parametrize("method", ["argmax", "soft"])
-def test_decode_poses_oracle_volume_recovers_ground_truth(micro_packed, method):
+@pytest.mark.parametrize("method", ["argmax", "soft_argmax"])
+def test_decode_batch_oracle_volume_recovers_ground_truth(micro_packed, method):
     from pose.data import PackedDataset
 
     ds = PackedDataset(micro_packed / "test", input_size=256, train=False)
     batch = torch.utils.data.default_collate([ds[i] for i in range(min(8, len(ds)))])
     vol = _oracle_volume(batch, 64, 64)
-    pred = decode_poses(None, vol, batch, C2F_DEPTH_RANGE, method=method, root="gt", softmax_scale=50.0)
+    pred = decode_batch(vol, batch, depth_range=C2F_DEPTH_RANGE, method=method, root="gt", softmax_scale=50.0)
     err = mpjpe(pred.double(), batch["joints_3d"].double())
     # quantisation only: half a 31 mm depth bin and half a heatmap cell (~1-2 raw px at ~4 m)
     assert float(err.max()) < 20.0, err
-    fit = decode_poses(None, vol, batch, C2F_DEPTH_RANGE, method="argmax", root="fit")
+    fit = decode_batch(vol, batch, depth_range=C2F_DEPTH_RANGE, method="argmax", root="fit")
     assert np.isfinite(fit.numpy()).all()
 
 

@@ -31,15 +31,6 @@ def _root(tmp_path: Path, **tune_overrides) -> Path:
     return root
 
 
-def _fake_data(tmp_path: Path) -> Path:
-    """Folders that pass the driver-side data check (train/ and test/ with a meta.json)."""
-    d = tmp_path / "fake_packed"
-    for split in ("train", "test"):
-        (d / split).mkdir(parents=True)
-        (d / split / "meta.json").write_text("{}")
-    return d
-
-
 def _previous_checkpoint(root: Path, key: str = "d2_02", d2: int = 2) -> Path:
     """The previous stage's model.pt: a freshly initialised micro model (what stage.py would publish)."""
     from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
@@ -85,9 +76,9 @@ def test_stage_not_in_stages_yaml(run_cli, tmp_path):
     assert "no stage with d2=128" in line
 
 
-def test_missing_previous_checkpoint(run_cli, tmp_path):
+def test_missing_previous_checkpoint(run_cli, tmp_path, micro_packed):
     root = _root(tmp_path)
-    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--data", _fake_data(tmp_path)))
+    line = _one_error_line(_tune(run_cli, root, "--d2", 4, "--data", micro_packed))
     assert "previous stage checkpoint not found" in line and "d2_02/model.pt" in line
     assert not (root / "outputs" / "tune").exists() and not (root / "outputs" / "ray").exists()
 

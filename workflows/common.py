@@ -1,4 +1,4 @@
-"""Helpers shared by the workflow scripts: project paths, Ray start-up, error reporting, decoding.
+"""Helpers shared by the workflow scripts: project paths, Ray start-up, error reporting, publishing.
 
 Paths: every output lives under ``<root>/outputs`` where ``root`` is ``--root``, else the
 environment variable ``POSE_ROOT``, else the current directory, always made **absolute** — under
@@ -34,7 +34,6 @@ __all__ = [
     "Stopped",
     "UserError",
     "check_capacity",
-    "decode_poses",
     "init_ray",
     "outputs_dir",
     "project_root",
@@ -226,47 +225,3 @@ def run_cli(main, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-
-
-# --------------------------------------------------------------------------------------------
-# decoding network outputs to camera-frame poses
-def decode_poses(
-    hm2d: torch.Tensor,
-    vol: torch.Tensor,
-    batch: Mapping[str, torch.Tensor],
-    depth_range,
-    method: str = "argmax",
-    root: str = "gt",
-    stride: int = 4,
-    softmax_scale: float = 30.0,
-) -> torch.Tensor:
-    """Network outputs → camera-frame joints (B, J, 3), mm.
-
-    vol: (B, J, d2, H, W) 3D head; hm2d is unused for 3D decoding (kept for a uniform signature).
-    method: "argmax" (hard, C2F) or "soft" (soft-argmax with ``softmax_scale``, the seed's ×30).
-    root: "gt" (ground-truth root depth, ``batch["root_depth"]``) or "fit" (C2F recType 3:
-    bone-length fit to the training mean limb lengths). Uses ``batch["crop_to_raw"]`` (B, 2, 3)
-    and ``batch["K"]`` (B, 3, 3) to go from crop pixels to raw-camera pixels.
-    """
-    from pose.camera import apply_affine
-    from pose.decode import argmax, decode_to_crop, fit_root_depth, soft_argmax, to_camera
-
-    vol = vol.detach().float()
-    d2 = vol.shape[2]
-    if method == "argmax":
-        xyz = argmax(vol).float()
-    elif method == "soft":
-        xyz = soft_argmax(vol, scale=softmax_scale, validate=False)
-    else:
-        raise ValueError(f"method must be 'argmax' or 'soft', got {method!r}")
-    uv_crop, z_rel = decode_to_crop(xyz, d2, stride, depth_range)
-    crop_to_raw = batch["crop_to_raw"].to(uv_crop.device, uv_crop.dtype)
-    K = batch["K"].to(uv_crop.device, uv_crop.dtype)
-    uv_raw = apply_affine(uv_crop, crop_to_raw)
-    if root == "gt":
-        root_depth = batch["root_depth"].to(uv_crop.device, uv_crop.dtype)
-    elif root == "fit":
-        root_depth = fit_root_depth(uv_raw, z_rel, K).to(uv_crop.dtype)
-    else:
-        raise ValueError(f"root must be 'gt' or 'fit', got {root!r}")
-    return to_camera(uv_raw, z_rel, root_depth, K)

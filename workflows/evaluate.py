@@ -38,11 +38,11 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
-from workflows.common import UserError, decode_poses, outputs_dir, project_root, run_cli
+from workflows.common import UserError, outputs_dir, project_root, run_cli
 from workflows.config import load_config
 
 #: metric name -> (decoding method, root depth) of the per-sample errors collected
-VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_soft": ("soft", "gt"), "mpjpe_argmax_fit": ("argmax", "fit")}
+VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_soft": ("soft_argmax", "gt"), "mpjpe_argmax_fit": ("argmax", "fit")}
 
 
 def mean_pose(train_dir: Path) -> np.ndarray:
@@ -51,31 +51,6 @@ def mean_pose(train_dir: Path) -> np.ndarray:
 
     j3 = np.asarray(load_arrays(train_dir)["joints_3d"], dtype=np.float64)
     return (j3 - j3[:, :1]).mean(axis=0)
-
-
-@torch.no_grad()
-def predict_stage(model, loader, depth_range, device, softmax_scale: float, bone_fit: bool,
-                  flip_test: bool = False) -> dict[str, np.ndarray]:
-    """Camera-frame predictions (N, 17, 3) per variant, plus "gt" and "action".
-
-    flip_test: average the outputs of each image and its mirror image before decoding (the C2F
-    evaluation protocol, ``pose.model.forward_flip_test``).
-    """
-    from pose.model import forward_flip_test
-
-    out: dict[str, list[np.ndarray]] = {"gt": [], "action": []}
-    variants = {k: v for k, v in VARIANTS.items() if bone_fit or v[1] == "gt"}
-    for k in variants:
-        out[k] = []
-    for batch in loader:
-        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        hm2d, vol = forward_flip_test(model, batch["image"]) if flip_test else model(batch["image"])
-        for k, (method, root) in variants.items():
-            pred = decode_poses(hm2d, vol, batch, depth_range, method=method, root=root, softmax_scale=softmax_scale)
-            out[k].append(pred.double().cpu().numpy())
-        out["gt"].append(batch["joints_3d"].double().cpu().numpy())
-        out["action"].append(batch["action"].cpu().numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def _summary(err: np.ndarray, subset: np.ndarray) -> dict[str, float]:
@@ -87,6 +62,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     from pose.data import PackedDataset, read_meta
     from pose.metrics import action_table, mpjpe, pa_mpjpe
     from pose.model import load_checkpoint
+    from pose.predict import predict_loader
     from pose.targets import DepthRange
 
     packed = outputs_dir(root, "data", "packed")
@@ -129,7 +105,9 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         names = ds.action_names
         loader = torch.utils.data.DataLoader(ds, batch_size=ev["batch_size"], shuffle=False, num_workers=0)
         scale = float(ckpt.get("train", {}).get("softmax_scale", cfg["train"][key]["softmax_scale"]))
-        res = predict_stage(model, loader, depth_range, device, scale, ev["bone_fit"], ev["flip_test"])
+        res = predict_loader(model, loader, depth_range=depth_range, device=device, softmax_scale=scale,
+                             decodings={k: v for k, v in VARIANTS.items() if ev["bone_fit"] or v[1] == "gt"},
+                             flip_test=ev["flip_test"])
         gt, actions = res["gt"], res["action"]
         m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"]))}
         errs = {}

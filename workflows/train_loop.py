@@ -289,30 +289,14 @@ def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-@torch.no_grad()
 def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float = 30.0) -> tuple[float, float, int]:
     """Sum of per-sample root-aligned MPJPE (argmax, soft-argmax; GT root depth) and the count."""
     from pose.metrics import mpjpe
-    from workflows.common import decode_poses
+    from pose.predict import predict_loader
 
-    was_training = model.training
-    model.eval()
-    s_arg = s_soft = 0.0
-    n = 0
-    for batch in loader:
-        batch = _to(batch, device)
-        hm2d, vol = model(batch["image"])
-        gt = batch["joints_3d"].double().cpu()
-        for method in ("argmax", "soft"):
-            pred = decode_poses(hm2d, vol, batch, depth_range, method=method, softmax_scale=softmax_scale)
-            err = float(mpjpe(pred.double().cpu(), gt).sum())
-            if method == "argmax":
-                s_arg += err
-            else:
-                s_soft += err
-        n += gt.shape[0]
-    model.train(was_training)
-    return s_arg, s_soft, n
+    res = predict_loader(model, loader, depth_range=depth_range, device=device, softmax_scale=softmax_scale,
+                         decodings={m: (m, "gt") for m in ("argmax", "soft_argmax")})
+    return float(mpjpe(res["argmax"], res["gt"]).sum()), float(mpjpe(res["soft_argmax"], res["gt"]).sum()), len(res["gt"])
 
 
 def _allreduce(values: list[float], device: torch.device) -> list[float]:
