@@ -110,7 +110,7 @@ def ensure_data(args: argparse.Namespace) -> None:
 
     frames = make_profile(args.profile)["data"]["synth_frames"]
     raw = args.data.parent / (args.data.name + "_raw")
-    pose = [sys.executable, "-m", "pose.cli"]
+    pose = [sys.executable, "-m", "pose.tools.cli"]
     synth = pose + ["synth", "--out", str(raw), "--workers", str(args.data_workers), "--force", "--quiet"]
     if frames:
         synth += ["--frames", str(frames)]

@@ -157,7 +157,7 @@ def _prepare_data(args: argparse.Namespace, base: Path) -> Path:
 
     d = make_profile(args.profile)["data"]
     out = (args.data or base / "packed").resolve()
-    pose = [sys.executable, "-m", "pose.cli"]
+    pose = [sys.executable, "-m", "pose.tools.cli"]
     for argv in (pose + ["synth", "--out", str(base / "raw"), "--frames", str(args.frames), "--seed", "0",
                          "--limb-mix", str(d["synth_limb_mix"]), "--looks", d["synth_looks"], "--quiet"],
                  pose + ["prepare", str(base / "raw"), "--out", str(out), "--on-bad", "skip"]):

@@ -20,8 +20,8 @@ cores=$(nproc)
   echo "cores $cores"; } 2>&1 | tee "$RESULTS/gpu.txt"
 
 # the default profile's embedded dataset (8,000 frames), made while the tests and benchmarks run
-( $PY -m pose.cli synth --out "$WORK/raw" --frames 8000 --workers $((cores - 2)) --quiet --force &&
-  $PY -m pose.cli prepare "$WORK/raw" --out "$WORK/packed" --split all --workers $((cores - 2)) --quiet --force
+( $PY -m pose.tools.cli synth --out "$WORK/raw" --frames 8000 --workers $((cores - 2)) --quiet --force &&
+  $PY -m pose.tools.cli prepare "$WORK/raw" --out "$WORK/packed" --split all --workers $((cores - 2)) --quiet --force
 ) > "$RESULTS/data.log" 2>&1 &
 data_pid=$!
 

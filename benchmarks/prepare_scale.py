@@ -95,7 +95,7 @@ def pose_cmd(tree: Path | None) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-    return [sys.executable, "-m", "pose.cli"], env
+    return [sys.executable, "-m", "pose.tools.cli"], env
 
 
 def run_prepare(src: Path, out: Path, workers: int, every: int, tree: Path | None = None,

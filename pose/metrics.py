@@ -33,8 +33,10 @@ __all__ = [
     "H36M_TABLE_ORDER",
     "action_table",
     "auc3d",
+    "evaluate_predictions",
     "format_action_table",
     "mpjpe",
+    "n_mpjpe",
     "pa_mpjpe",
     "pck3d",
     "procrustes_align",
@@ -313,3 +315,45 @@ def format_action_table(tables: Mapping, digits: int = 1) -> str:
         cells += [fmt(tab["action_wise"]), fmt(tab["frame_weighted"]), str(tab.get("num_frames", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --- lifting (any scale, depth sign ambiguous) ---------------------------------------------
+def n_mpjpe(pred, gt) -> np.ndarray:
+    """MPJPE after root alignment and per-frame optimal scale of ``pred`` (N-MPJPE), ``(N,)`` float64."""
+    p = np.asarray(pred, np.float64)
+    g = np.asarray(gt, np.float64)
+    p = p - p[:, :1]
+    g = g - g[:, :1]
+    s = (p * g).sum((1, 2)) / np.maximum((p * p).sum((1, 2)), 1e-12)
+    return np.linalg.norm(s[:, None, None] * p - g, axis=-1).mean(-1)
+
+
+def evaluate_predictions(pred, gt, actions=None, action_names=None, sign_agnostic: bool = True) -> dict:
+    """Metrics of predicted 3D ``(N, 17, 3)`` (any scale) against ground truth ``(N, 17, 3)`` mm.
+
+    Returns ``{"n_mpjpe", "pa_mpjpe"}`` means (mm; ``n_mpjpe`` = MPJPE after root alignment and scale
+    normalisation) and, when ``sign_agnostic``, ``"sign_agnostic": {"flipped": bool, "n_mpjpe",
+    "pa_mpjpe"}`` — the better of ẑ and −ẑ chosen **once for the whole set** by P-MPJPE (Kudo's
+    "allow inversion"; spec §7.2). With ``actions`` (N,) int and ``action_names``, per-action tables
+    (``pose.metrics.action_table``) under ``"per_action"``.
+    """
+    pred = np.asarray(pred, np.float64)
+    gt = np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"pred: shape {pred.shape} does not match gt {gt.shape} (expected (N, J, 3))")
+    pa = pa_mpjpe(pred, gt)
+    nm = n_mpjpe(pred, gt)
+    res: dict = {"n_mpjpe": float(nm.mean()), "pa_mpjpe": float(pa.mean()), "count": int(len(pred))}
+    per = {"n_mpjpe": nm, "pa_mpjpe": pa}
+    if sign_agnostic:
+        flipped = pred * np.array([1.0, 1.0, -1.0])
+        pa_f = pa_mpjpe(flipped, gt)
+        use_flip = bool(pa_f.mean() < pa.mean())
+        nm_f = n_mpjpe(flipped, gt) if use_flip else nm
+        res["sign_agnostic"] = {"flipped": use_flip, "n_mpjpe": float(nm_f.mean()),
+                                "pa_mpjpe": float((pa_f if use_flip else pa).mean())}
+        per["sign_agnostic_pa_mpjpe"] = pa_f if use_flip else pa
+    if actions is not None and action_names is not None:
+        res["per_action"] = {k: action_table(v, np.asarray(actions), list(action_names)) for k, v in per.items()}
+    return res
+

@@ -119,7 +119,7 @@ def scratch_repo(tmp_path_factory, cli_env) -> Callable[[], Path]:
 @pytest.fixture(scope="session")
 def micro_packed(tmp_path_factory, cli_env) -> Path:
     base = tmp_path_factory.mktemp("micro_data")
-    pose = [sys.executable, "-m", "pose.cli"]
+    pose = [sys.executable, "-m", "pose.tools.cli"]
     for argv in (
         pose + ["synth", "--out", str(base / "raw"), "--frames", "48", "--seed", "0", "--quiet"],
         pose + ["prepare", str(base / "raw"), "--out", str(base / "packed"), "--on-bad", "skip", "--workers", "1"],

@@ -164,8 +164,8 @@ def test_every_stage_depends_on_the_code_it_runs(repo_root, run_cli):
     train_files, train_deps = closures["workflows.stage"], stages["train"][1]
     assert uncovered(train_files, [d for d in train_deps if d != "pose/camera.py"]) == ["pose/camera.py"]
     eval_files = closures["workflows.evaluate"]
-    assert {"pose/viz.py", "pose/data/dataset.py", "pose/model.py"} <= set(eval_files)
-    assert "pose/lift_data.py" in closures["workflows.lift"] and "pose/data/synth/cli.py" in closures["workflows.data"]
+    assert {"pose/tools/viz.py", "pose/data/dataset.py", "pose/model.py"} <= set(eval_files)
+    assert "pose/lifting/data.py" in closures["workflows.lift"] and "pose/data/synth/cli.py" in closures["workflows.data"]
 
 
 def test_dvc_dag_lists_the_chain(run_cli, repo_root):
@@ -221,7 +221,7 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
 
     # A code change makes exactly the stages that run that code out of date (dvc status, no rerun).
     train_and_after = {f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)} | {"evaluate"}
-    for path, stages in (("pose/lift_data.py", {"lift_supervised", "lift_unsupervised"}),
+    for path, stages in (("pose/lifting/data.py", {"lift_supervised", "lift_unsupervised"}),
                          ("pose/data/dataset.py", train_and_after),  # the lift stages read packed arrays only
                          ("pose/camera.py", expected_all)):
         before = (repo / path).read_text()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pose import lift_data as LD
 from pose import lifting as L
+from pose.lifting import data as LD
 from workflows import lift as W
 from workflows.common import UserError
 

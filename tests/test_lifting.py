@@ -1,4 +1,4 @@
-"""Tests of pose.lifting and pose.lift_data (chen_spec.md §7.3)."""
+"""Tests of pose.lifting (networks, geometry, training, pose sets) and its metrics in pose.metrics."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pose import lift_data as LD
 from pose import lifting as L
-from pose.metrics import pa_mpjpe
+from pose.lifting import data as LD
+from pose.metrics import evaluate_predictions, pa_mpjpe
 
 FIXTURE = LD.VALID_FIXTURE
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="real H36M fixture not available")
@@ -109,9 +109,9 @@ def test_pa_mpjpe_zero_under_similarity_and_flat_positive():
     flat = P.copy()
     flat[..., 2] = 0
     assert pa_mpjpe(flat, P).mean() > 10.0
-    res = L.evaluate_predictions(P * np.array([1, 1, -1]), P)  # the depth-mirrored pose
+    res = evaluate_predictions(P * np.array([1, 1, -1]), P)  # the depth-mirrored pose
     assert res["pa_mpjpe"] > 10.0 and res["sign_agnostic"]["flipped"] and res["sign_agnostic"]["pa_mpjpe"] < 1e-6
-    assert L.evaluate_predictions(3.0 * P, P)["n_mpjpe"] < 1e-6  # scale-normalised MPJPE
+    assert evaluate_predictions(3.0 * P, P)["n_mpjpe"] < 1e-6  # scale-normalised MPJPE
 
 
 # --- adversarial terms and gating ---------------------------------------------------------------
@@ -154,9 +154,11 @@ def test_training_loop_respects_cap(monkeypatch, acc, g_moves, d_moves):
             super().__init__(*a, **k)
             created.setdefault("D", (self, _params(self)))
 
-    monkeypatch.setattr(L, "Lifter", SpyLifter)
-    monkeypatch.setattr(L, "Discriminator", SpyDisc)
-    monkeypatch.setattr(L, "disc_accuracy", lambda *_: acc)
+    from pose.lifting import training
+
+    monkeypatch.setattr(training, "Lifter", SpyLifter)
+    monkeypatch.setattr(training, "Discriminator", SpyDisc)
+    monkeypatch.setattr(training, "disc_accuracy", lambda *_: acc)
     x = L.normalize_2d(torch.randn(64, 17, 2))[0]
     cfg = L.UnsupervisedConfig(lifter=L.LifterConfig(width=32, blocks=1), disc_width=32, disc_blocks=1,
                                iterations=1, batch_size=16)
@@ -305,8 +307,8 @@ def test_supervised_sanity_beats_flat():
     cfg = L.SupervisedConfig(lifter=L.LifterConfig(output="depth", camera="orthographic", width=256, blocks=2,
                                                    dropout=0.0), iterations=1000, seed=0, max_norm=False)
     G, _ = L.train_supervised(x, X / s3[:, None, None], cfg)
-    flat = L.evaluate_predictions(L.flat_pose(xt), Xt, sign_agnostic=False)["pa_mpjpe"]
-    got = L.evaluate_predictions(L.predict_3d(G, xt), Xt, sign_agnostic=False)["pa_mpjpe"]
+    flat = evaluate_predictions(L.flat_pose(xt), Xt, sign_agnostic=False)["pa_mpjpe"]
+    got = evaluate_predictions(L.predict_3d(G, xt), Xt, sign_agnostic=False)["pa_mpjpe"]
     assert got < 0.6 * flat, (got, flat)
 
 
@@ -333,9 +335,9 @@ def test_unsupervised_learns_depth_from_2d_alone(seed):
     x, _, xt, Xt = _split_views(20000, 2000, seed=seed)  # the 3D of the training views is never used
     cfg = L.config_from_dict(L.UnsupervisedConfig, {**UNSUP_TEST, "seed": seed})
     G, hist = L.train_unsupervised(x, cfg)
-    flat = L.evaluate_predictions(L.flat_pose(xt), Xt)["pa_mpjpe"]
+    flat = evaluate_predictions(L.flat_pose(xt), Xt)["pa_mpjpe"]
     P = L.predict_3d(G, xt)
-    res = L.evaluate_predictions(P, Xt)
+    res = evaluate_predictions(P, Xt)
     sa = res["sign_agnostic"]["pa_mpjpe"]
     sign = -1.0 if res["sign_agnostic"]["flipped"] else 1.0
     corr = float(np.corrcoef(sign * P[:, 1:, 2].ravel(), Xt[:, 1:, 2].ravel())[0, 1])

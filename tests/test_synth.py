@@ -301,12 +301,12 @@ def test_cli_diversity_flags_and_bad_values(run_cli, tmp_path):
     import sys
 
     out = tmp_path / "d"
-    r = run_cli([sys.executable, "-m", "pose.cli", "synth", "--out", out, "--frames", "60", "--limb-mix", "0.5",
+    r = run_cli([sys.executable, "-m", "pose.tools.cli", "synth", "--out", out, "--frames", "60", "--limb-mix", "0.5",
                  "--looks", "frame", "--quiet"])
     assert r.returncode == 0, r.stderr
     cfg = json.loads((out / "synth_config.json").read_text())["config"]
     assert (cfg["limb_mix"], cfg["tilt"], cfg["looks"]) == (0.5, 0.0, "frame")
     bad = tmp_path / "bad"
-    r = run_cli([sys.executable, "-m", "pose.cli", "synth", "--out", bad, "--frames", "60", "--tilt", "1.5"])
+    r = run_cli([sys.executable, "-m", "pose.tools.cli", "synth", "--out", bad, "--frames", "60", "--tilt", "1.5"])
     assert r.returncode == 2 and r.stderr.strip() == "pose synth: error: tilt: must be in [0, 1], got 1.5"
     assert not bad.exists() and not list(tmp_path.glob("bad*"))  # nothing half-written

@@ -44,7 +44,7 @@ def source_path(source: str, root: Path) -> Path | None:
 
 def _pose(name: str, module, argv: list[str]) -> None:
     """Run ``pose NAME ARGV...`` in this process; a non-zero exit is a :class:`UserError`."""
-    from pose.cli import run_command
+    from pose.tools.cli import run_command
 
     rc = run_command(name, module, argv)
     if rc:

@@ -110,11 +110,12 @@ def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 
 
 # --------------------------------------------------------------------------------------------
 # worker side
-def _metrics(lifter, x_test, test_ps, flat: dict | None = None) -> dict[str, Any]:
+def _metrics(lifter, x_test, test_ps) -> dict[str, Any]:
     from pose import lifting
+    from pose.metrics import evaluate_predictions
 
     pred = lifting.predict_3d(lifter, x_test)
-    return lifting.evaluate_predictions(pred, test_ps.joints_3d, test_ps.action, test_ps.action_names)
+    return evaluate_predictions(pred, test_ps.joints_3d, test_ps.action, test_ps.action_names)
 
 
 def summarize(res: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +150,9 @@ def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict
     import numpy as np
     import torch
 
-    from pose import lift_data, lifting
+    from pose import lifting
+    from pose.lifting import data as lift_data
+    from pose.metrics import evaluate_predictions
 
     mode, p = config["mode"], dict(config["params"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
@@ -165,7 +168,7 @@ def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict
         cfg.iterations = max(1, math.ceil(float(p["epochs"]) * n / cfg.batch_size))
     norm = cfg.lifter.norm
     x_test, _, _ = lift_data.to_unit_space(test_ps, norm)
-    flat = lifting.evaluate_predictions(lifting.flat_pose(x_test), test_ps.joints_3d, test_ps.action,
+    flat = evaluate_predictions(lifting.flat_pose(x_test), test_ps.joints_3d, test_ps.action,
                                         test_ps.action_names)
 
     def eval_fn(G) -> dict[str, float]:
@@ -269,7 +272,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     extra = []
     for path in params["extra_2d"]:
         ps = Path(path) if Path(path).is_absolute() else root / path
-        from pose.lift_data import load_2d_npz
+        from pose.lifting.data import load_2d_npz
 
         try:
             load_2d_npz(ps)

@@ -14,8 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("pose.data.synth.cli", "render the embedded default dataset (seed txt layout) from motion capture"),
     "prepare": ("pose.data.prepare", "validate a dataset (seed txt or H36M JSON layout) and pack it for training"),
-    "predict": ("pose.predict_cli", "run a trained checkpoint on images, folders or videos; write JSON and PNGs"),
-    "show": ("pose.show", "ground truth beside prediction for N test samples, with per-sample error"),
+    "predict": ("pose.tools.predict", "run a trained checkpoint on images, folders or videos; write JSON and PNGs"),
+    "show": ("pose.tools.show", "ground truth beside prediction for N test samples, with per-sample error"),
 }
 
 

@@ -42,7 +42,7 @@ __all__ = [
 
 NUM_JOINTS = 17
 #: 394 real H36M frames (S9 Posing) shipped with the tests (c2f-vol-demo, see its LICENSE).
-VALID_FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "c2f-vol-demo" / "valid.npz"
+VALID_FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "data" / "c2f-vol-demo" / "valid.npz"
 
 
 @dataclass
@@ -224,7 +224,7 @@ def to_unit_space(ps: PoseSet, norm: str = "y_rms") -> tuple[np.ndarray, np.ndar
     """
     import torch
 
-    from pose.lifting import normalize_2d, pose_scale
+    from pose.lifting.geometry import normalize_2d, pose_scale
 
     x, _ = normalize_2d(np.asarray(ps.joints_2d, np.float32), norm)
     if ps.joints_3d is None:

@@ -11,12 +11,12 @@ file (``.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg``). Outputs in DIR:
 
 - ``<name>.json`` per image, ``<name>/frame_NNNNNN.json`` per video frame (schema below);
 - ``<name>.png`` per image: the image with the 2D skeleton beside the 3D skeleton seen from 0°,
-  15° and 165° (``pose.viz.pose_panel``; height ``--height``, default 400 px, width = the image
+  15° and 165° (``pose.tools.viz.pose_panel``; height ``--height``, default 400 px, width = the image
   resized to that height + 3 × height). With ``--lifter`` a second row shows the stage-1 2D joints
   and the lifter's 3D from the same angles (chen-cvpr2019 demo), so the PNG is 2 × height tall;
 - ``<name>.mp4`` per video (mp4v): the same picture for every frame;
 - ``<name>_heatmaps.png`` (``<name>/frame_NNNNNN_heatmaps.png``) with ``--heatmaps``: every joint's
-  2D heatmap over the network's input crop and its depth profile (``pose.viz.heatmap_grid``).
+  2D heatmap over the network's input crop and its depth profile (``pose.tools.viz.heatmap_grid``).
 
 Names are the input file's stem (``_2``, ``_3``... appended when two inputs share a stem).
 Colours: the person's left limbs blue, right limbs red, spine/head green.
@@ -59,8 +59,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pose import viz
 from pose.predict import PosePrediction, Predictor, check_bbox, intrinsics_matrix, load_image
+from pose.tools import viz
 
 SCHEMA = "c2f-pose.prediction/1"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -79,7 +79,7 @@ def _floats(text: str, n: int, what: str) -> list[float]:
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.description = (parser.description or "") + " (see `pydoc pose.predict_cli` for the JSON schema)"
+    parser.description = (parser.description or "") + " (see `pydoc pose.tools.predict` for the JSON schema)"
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image file, folder of images/videos, or video")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (outputs/stages/d2_XX/model.pt)")
     parser.add_argument("--out", required=True, help="output folder (created)")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose import viz
+from pose.tools import viz
 
 PROG = "pose show"
 
