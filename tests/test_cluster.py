@@ -1,4 +1,4 @@
-"""cluster/: every YAML parses, and every entrypoint names an existing script with flags it accepts."""
+"""cluster/: every YAML parses, and every entrypoint runs an existing workflow module with flags it accepts."""
 
 from __future__ import annotations
 
@@ -51,18 +51,18 @@ def test_yaml_parses(path):
 
 def test_every_entrypoint_runs_an_existing_script_with_accepted_flags():
     eps = _entrypoints()
-    scripts = {shlex.split(cmd)[1] for _, cmd in eps}
-    assert {"workflows/stage.py", "workflows/tune.py"} <= scripts
+    modules = {shlex.split(cmd)[2] for _, cmd in eps}
+    assert {"workflows.stage", "workflows.tune"} <= modules
     for path, cmd in eps:
         argv = shlex.split(cmd)
-        assert argv[0] == "python", f"{path}: entrypoint should start with python: {cmd}"
-        script = REPO / argv[1]
-        assert script.is_file(), f"{path}: {argv[1]} does not exist"
+        assert argv[:2] == ["python", "-m"], f"{path}: entrypoint should be `python -m workflows.<name>`: {cmd}"
+        script = REPO / (argv[2].replace(".", "/") + ".py")
+        assert script.is_file(), f"{path}: {argv[2]} does not exist"
         parser = _parser_of(script)
         try:
-            parser.parse_args(argv[2:])
+            parser.parse_args(argv[3:])
         except SystemExit as exc:  # argparse error: an unknown or malformed flag
-            pytest.fail(f"{path}: {argv[1]} rejects the flags of `{cmd}` (exit {exc.code})")
+            pytest.fail(f"{path}: {argv[2]} rejects the flags of `{cmd}` (exit {exc.code})")
 
 
 def test_dashboard_and_job_api_are_not_exposed():

@@ -59,15 +59,15 @@ def test_dvc_yaml_matches_stages_yaml(repo_root):
         want = "outputs/data/packed" if st["init"] is None else f"outputs/stages/{st['init']}/model.pt"
         assert item["init"] == want, key
     do = dvc["stages"]["train"]["do"]
-    assert do["cmd"] == "python workflows/stage.py --d2 ${item.d2}"  # fixed: launcher chosen by env vars
+    assert do["cmd"] == "python -m workflows.stage --d2 ${item.d2}"  # fixed: launcher chosen by env vars
     assert "${item.init}" in do["deps"]
     params = do["params"][0]["stages.yaml"]
     assert "train.${key}" in params and "train" not in params and "ray" not in params
     ev = dvc["stages"]["evaluate"]
     for key in cfg["train"]:
         assert f"outputs/stages/{key}/model.pt" in ev["deps"]
-    assert dvc["stages"]["lift_supervised"]["cmd"] == "python workflows/lift.py --mode supervised"
-    assert dvc["stages"]["lift_unsupervised"]["cmd"] == "python workflows/lift.py --mode unsupervised"
+    assert dvc["stages"]["lift_supervised"]["cmd"] == "python -m workflows.lift --mode supervised"
+    assert dvc["stages"]["lift_unsupervised"]["cmd"] == "python -m workflows.lift --mode unsupervised"
 
 
 # Run in a fresh interpreter from the repository root: import the entry modules, then follow every
@@ -133,9 +133,9 @@ def _stage_entries(dvc: dict) -> dict[str, tuple[str, list[str]]]:
     out = {}
     for name, stage in dvc["stages"].items():
         body = stage["do"] if "foreach" in stage else stage
-        m = re.match(r"python (workflows/\w+)\.py\b", body["cmd"])
-        assert m, f"{name}: cmd {body['cmd']!r} does not run a workflows/ script"
-        out[name] = (m.group(1).replace("/", "."), [str(d) for d in body["deps"]])
+        m = re.match(r"python -m (workflows\.\w+)\b", body["cmd"])
+        assert m, f"{name}: cmd {body['cmd']!r} does not run a workflows module (python -m workflows.<name>)"
+        out[name] = (m.group(1), [str(d) for d in body["deps"]])
     return out
 
 

@@ -74,7 +74,7 @@ def test_ray_job_submit_one_micro_stage(scratch_repo, micro_packed, cli_env, fre
             assert time.time() < deadline, f"job API did not come up: {r.stderr[-2000:]}"
             time.sleep(2)
         submit = _ray("job", "submit", "--address", address, "--working-dir", str(repo), "--",
-                      "python", "workflows/stage.py", "--d2", "2", "--root", str(repo))
+                      "python", "-m", "workflows.stage", "--d2", "2", "--root", str(repo))
         r = subprocess.run(submit, env=env, cwd=repo, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
         assert "[d2_02] done" in r.stdout

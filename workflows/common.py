@@ -67,8 +67,12 @@ class _StopState:
 def stop_on_sigterm(board, tag: str) -> Iterator[_StopState]:
     """While in the block, SIGTERM to this (driver) process asks the run's workers, through their
     :class:`workflows.runs.RunBoard` ``board``, to checkpoint at the next iteration and stop; ``.signal``
-    then names the signal. A second SIGTERM ends the driver at once."""
+    then names the signal. A second SIGTERM ends the driver at once. Without a board (None) SIGTERM
+    keeps its usual effect."""
     state = _StopState()
+    if board is None:
+        yield state
+        return
 
     def handler(signum, frame):
         if state.signal is not None:  # the second one: stop waiting

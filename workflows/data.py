@@ -1,7 +1,7 @@
 """Data stages of the DVC pipeline: ``synth`` (render the embedded default dataset) and ``prepare``.
 
-    python workflows/data.py synth    [--config stages.yaml] [--root DIR]
-    python workflows/data.py prepare  [--config stages.yaml] [--root DIR]
+    python -m workflows.data synth    [--config stages.yaml] [--root DIR]
+    python -m workflows.data prepare  [--config stages.yaml] [--root DIR]
 
 ``data.source`` in stages.yaml selects the data:
 
@@ -26,9 +26,6 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workflows.common import UserError, outputs_dir, project_root, run_cli
 from workflows.config import load_config
@@ -104,7 +101,7 @@ def prepare(cfg: dict, root: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python workflows/data.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workflows.data", description=__doc__.split("\n\n")[0])
     p.add_argument("step", choices=("synth", "prepare"))
     p.add_argument("--config", default="stages.yaml")
     p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")

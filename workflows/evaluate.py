@@ -1,6 +1,6 @@
 """Evaluate every trained curriculum stage on the held-out test split.
 
-    python workflows/evaluate.py [--config stages.yaml] [--root DIR] [--out DIR] [--device cpu|cuda]
+    python -m workflows.evaluate [--config stages.yaml] [--root DIR] [--out DIR] [--device cpu|cuda]
 
 For each stage of ``train:`` with ``outputs/stages/<key>/model.pt`` (missing stages are an error):
 
@@ -31,9 +31,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
@@ -234,7 +231,7 @@ def _plots(result: dict[str, Any], root: Path, cfg: dict[str, Any], tmp: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python workflows/evaluate.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workflows.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="stages.yaml")
     p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
     p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/eval)")

@@ -1,6 +1,6 @@
 """Train a 2D→3D lifter (supervised Martinez-style or unsupervised Chen et al.) as a Ray Train job.
 
-    python workflows/lift.py --mode supervised|unsupervised [--config stages.yaml] [--root DIR]
+    python -m workflows.lift --mode supervised|unsupervised [--config stages.yaml] [--root DIR]
                              [--data DIR] [--extra-2d NPZ ...] [--iterations N]
 
 - Params: ``stages.yaml`` section ``lift.<mode>`` (a flat mapping; keys in :data:`DEFAULTS`, any
@@ -30,17 +30,11 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from workflows.common import (
     UserError,
-    check_capacity,
-    init_ray,
     outputs_dir,
     project_root,
     ray_env_defaults,
@@ -72,7 +66,7 @@ _ALIASES = {"hidden": "width"}
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="python workflows/lift.py", description=__doc__.split("\n\n")[0])
+    p = p or argparse.ArgumentParser(prog="python -m workflows.lift", description=__doc__.split("\n\n")[0])
     p.add_argument("--mode", choices=MODES, required=True, help="supervised (uses 3D) or unsupervised (2D only)")
     p.add_argument("--config", default="stages.yaml", help="configuration file (default: %(default)s)")
     p.add_argument("--root", default=None, help="project root for data and outputs (default: $POSE_ROOT or cwd)")
@@ -264,7 +258,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     for split in ("train", "test"):
         if not (data_dir / split / "meta.json").is_file():
             raise UserError(f"{data_dir / split}: no packed split (run `pose synth` + `pose prepare`, "
-                            "or `python workflows/data.py`)")
+                            "or `python -m workflows.data`)")
         try:
             read_meta(data_dir / split)  # every array and shard present with its recorded size
         except (OSError, ValueError) as exc:
@@ -282,43 +276,27 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     params["extra_2d"] = extra
     ray_cfg = cfg.get("ray") or {}
     cpus = float(ray_cfg.get("cpus_per_worker", 1.0) or 1.0)
-    run_name = f"lift-{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tc = {"mode": args.mode, "params": params, "train_dir": str(data_dir / "train"),
-          "test_dir": str(data_dir / "test"), "threads": max(1, int(cpus)), "run_name": run_name}
+          "test_dir": str(data_dir / "test"), "threads": max(1, int(cpus))}
 
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from workflows.raytrain import run_train_job
 
-    check_capacity({"CPU": cpus}, f"lift {args.mode}")
-    init_ray()
     storage, local_storage = ray_storage(root)
-    trainer = TorchTrainer(
-        train_func,
-        train_loop_config=tc,
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=run_name, storage_path=storage),
-    )
-    print(f"[lift {args.mode}] Ray Train run {run_name}: {params['iterations']} iterations, storage {storage}",
-          flush=True)
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # noqa: BLE001 - Train V2 wraps worker errors; report them in one line
-        msg = str(exc).strip().splitlines()
-        raise UserError(f"lift {args.mode} failed during training: {msg[-1] if msg else type(exc).__name__} "
-                        f"(worker logs above; run folder {storage}/{run_name})") from None
-    if getattr(result, "error", None):
-        raise UserError(f"lift {args.mode} failed during training: {result.error}")
+    print(f"[lift {args.mode}] Ray Train: {params['iterations']} iterations, storage {storage}", flush=True)
+    # one worker: the two-optimiser GAN loop is not data-parallel
+    result = run_train_job(train_func, tc, what=f"lift {args.mode}", storage_path=storage, workers=1,
+                           cpus_per_worker=cpus).result
     if result.checkpoint is None:
-        raise UserError(f"lift {args.mode} reported no checkpoint (run folder {storage}/{run_name})")
+        raise UserError(f"lift {args.mode} reported no checkpoint (run folder {result.path})")
     out_dir = Path(args.out).resolve() if args.out else outputs_dir(root, "lift", args.mode)
     with result.checkpoint.as_directory() as ckdir:
         ckdir = Path(ckdir)
         metrics = json.loads((ckdir / "metrics.json").read_text())
-        metrics.update({"run_name": run_name, "wall_s": round(time.time() - t_start, 1)})
+        metrics.update({"run_name": Path(result.path).name, "wall_s": round(time.time() - t_start, 1)})
         publish({"model.pt": ckdir / "model.pt", "curve.csv": ckdir / "curve.csv",
                  "metrics.json": json.dumps(metrics, indent=2) + "\n"}, out_dir)
     if not ray_cfg.get("keep_runs", False) and local_storage:
-        shutil.rmtree(Path(storage, run_name), ignore_errors=True)
+        shutil.rmtree(result.path, ignore_errors=True)
     print(f"[lift {args.mode}] done in {metrics['wall_s']:.0f} s: P-MPJPE {metrics['pa_mpjpe']:.1f} mm "
           f"(sign-agnostic {metrics['sign_agnostic_pa_mpjpe']:.1f}, flat depth {metrics['flat_pa_mpjpe']:.1f}); "
           f"wrote {out_dir}", flush=True)

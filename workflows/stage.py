@@ -1,6 +1,6 @@
 """Train one curriculum stage as a Ray Train job and publish its outputs for DVC.
 
-    python workflows/stage.py --d2 16 [--config stages.yaml] [--num-workers N] [--use-gpu] [--wandb]
+    python -m workflows.stage --d2 16 [--config stages.yaml] [--num-workers N] [--use-gpu] [--wandb]
                               [--root DIR] [--data DIR] [--fresh]
 
 - Reads and validates ``stages.yaml`` (entry ``train.d2_16``), checks that the prepared data and the
@@ -32,19 +32,14 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workflows.checkpoints import CheckpointStore
 from workflows.common import (
     Stopped,
     UserError,
     check_capacity,
-    init_ray,
     outputs_dir,
     project_root,
     publish,
@@ -52,13 +47,12 @@ from workflows.common import (
     ray_storage,
     run_cli,
     shutdown_ray,
-    stop_on_sigterm,
 )
 from workflows.config import load_config, stage_key
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="python workflows/stage.py", description=__doc__.split("\n\n")[0])
+    p = p or argparse.ArgumentParser(prog="python -m workflows.stage", description=__doc__.split("\n\n")[0])
     p.add_argument("--d2", type=int, required=True, help="depth resolution of the stage to train (key d2_XX)")
     p.add_argument("--config", default="stages.yaml", help="configuration file (default: %(default)s)")
     p.add_argument("--num-workers", type=int, default=None, help="Ray Train workers (default: ray.num_workers)")
@@ -94,11 +88,9 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     tc = build_train_config(cfg, key, root, run_name="", data_dir=Path(args.data).resolve() if args.data else None,
                             wandb=args.wandb)
     check_inputs(tc)
-    resources = {"CPU": float(cfg["ray"]["cpus_per_worker"])}
-    if use_gpu:
-        resources["GPU"] = 1.0
     least = workers[0] if isinstance(workers, list) else workers
-    check_capacity({k: v * least for k, v in resources.items()}, f"stage {key} ({least} worker(s))")
+    check_capacity({"CPU": float(cfg["ray"]["cpus_per_worker"]) * least, "GPU": float(least if use_gpu else 0)},
+                   f"stage {key} ({least} worker(s))")  # before any run folder is made
 
     storage, local_storage = ray_storage(root)
     fp = fingerprint(run_identity(tc, workers, bool(use_gpu)))
@@ -120,7 +112,7 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 print(f"starting {key} fresh (run {name}{', --fresh' if args.fresh else ''})", flush=True)
             if ckpt is None or not ckpt.manifest.get("final"):
-                _train(tc, cfg, key, workers, bool(use_gpu), resources, run_dir)
+                _train(tc, cfg, key, workers, bool(use_gpu), run_dir)
                 ckpt, damaged = store.scan()
             if ckpt is None or not ckpt.manifest.get("final"):
                 raise UserError(f"stage {key}: run {name} ended without a final checkpoint (run folder {run_dir})")
@@ -157,51 +149,33 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | list[int], use_gpu: bool,
-           resources: dict[str, float], run_dir: str) -> None:
+           run_dir: str) -> None:
     """Run the stage's Ray Train job until it finishes; every worker-group start resumes from the run's
     newest checkpoint. SIGTERM to this driver: the workers checkpoint at the next iteration and stop,
     then :class:`workflows.common.Stopped` is raised."""
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from workflows.runs import BOARD_NAMESPACE, RunBoard
+    from workflows.raytrain import run_train_job
     from workflows.train_loop import train_func
 
-    init_ray()
     max_failures = int(cfg["ray"]["max_failures"])
-    board_name = f"board-{tc['run_name']}-{uuid.uuid4().hex[:6]}"
-    board = ray.remote(num_cpus=0)(RunBoard).options(name=board_name, namespace=BOARD_NAMESPACE).remote()
-    tc["board"] = board_name
-    trainer = TorchTrainer(
-        train_func,
-        train_loop_config=tc,
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=tuple(workers) if isinstance(workers, list) else workers,
-                                     use_gpu=use_gpu, resources_per_worker=resources),
-        # one Ray Train run per driver invocation (its own bookkeeping only): the checkpoints that a
-        # restart resumes from live in the run's store, named by its identity
-        run_config=RunConfig(name=time.strftime("attempt-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-                             storage_path=f"{run_dir}/ray", failure_config=FailureConfig(max_failures=max_failures)),
-    )
+
+    def where() -> str:
+        last = CheckpointStore(run_dir).scan(digests=False)[0]
+        return f"iteration {last.iteration}" if last is not None else "the beginning (no checkpoint yet)"
+
     shown = f"elastic {workers[0]}-{workers[1]}" if isinstance(workers, list) else str(workers)
     print(f"[{key}] Ray Train: {shown} worker(s), {'GPU/nccl' if use_gpu else 'CPU/gloo'}, run folder {run_dir}, "
           f"up to {max_failures} restart(s) from the last checkpoint", flush=True)
-    with stop_on_sigterm(board, f"[{key}]") as stop:
-        try:
-            trainer.fit()
-        except Exception as exc:  # noqa: BLE001 - Train V2 wraps worker errors; report them in one line
-            msg = str(exc).strip().splitlines()
-            last = CheckpointStore(run_dir).scan(digests=False)[0]
-            where = f"iteration {last.iteration}" if last is not None else "the beginning"
-            raise UserError(f"stage {key} failed during training: {msg[-1] if msg else type(exc).__name__} "
-                            f"(gave up after ray.max_failures={max_failures} restart(s); worker logs above; the run "
-                            f"keeps its checkpoints: the same command resumes it from {where})") from None
-    if stop.signal is not None:
+    job = run_train_job(
+        train_func, tc, what=f"stage {key}", storage_path=f"{run_dir}/ray", workers=workers,
+        cpus_per_worker=float(cfg["ray"]["cpus_per_worker"]), use_gpu=use_gpu, max_failures=max_failures,
+        board=True, on_failure=lambda: (f"gave up after ray.max_failures={max_failures} restart(s); worker logs "
+                                        f"above; the run keeps its checkpoints: the same command resumes it "
+                                        f"from {where()}"),
+    )
+    if job.stopped_by is not None:
         last = CheckpointStore(run_dir).scan(digests=False)[0]
         if last is None or not last.manifest.get("final"):
-            where = f"iteration {last.iteration}" if last is not None else "the beginning (no checkpoint yet)"
-            raise Stopped(f"[{key}] stopped by {stop.signal} at {where}; the same command resumes run "
+            raise Stopped(f"[{key}] stopped by {job.stopped_by} at {where()}; the same command resumes run "
                           f"{tc['run_name']} from there")
 
 

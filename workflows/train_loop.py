@@ -184,7 +184,7 @@ def check_inputs(config: Mapping[str, Any]) -> None:
         prev = Path(init).parent.name
         raise UserError(
             f"previous stage checkpoint not found: {init} (stage {config['stage']} starts from {prev}; "
-            f"run `dvc repro train@{prev}` or `python workflows/stage.py --d2 {int(prev[3:])}` first)"
+            f"run `dvc repro train@{prev}` or `python -m workflows.stage --d2 {int(prev[3:])}` first)"
         )
     try:
         ckpt = torch.load(init, map_location="cpu", weights_only=True)

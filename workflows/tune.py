@@ -1,8 +1,8 @@
 """Ray Tune sweep of one curriculum stage's 3D:2D loss ratio and heatmap2 init std, tracked in wandb.
 
-    python workflows/tune.py --d2 16 --num-samples 8 [--config stages.yaml] [--max-concurrent 2]
+    python -m workflows.tune --d2 16 --num-samples 8 [--config stages.yaml] [--max-concurrent 2]
                              [--epochs E] [--num-workers 1] [--use-gpu] [--wandb-mode offline]
-    python workflows/tune.py --d2 16 --apply [--best FILE] [--config stages.yaml]
+    python -m workflows.tune --d2 16 --apply [--best FILE] [--config stages.yaml]
 
 Every trial is a Ray Train run of the stage (``workflows.train_loop.train_func`` under a
 ``TorchTrainer``) that starts from the previous stage's checkpoint, exactly as
@@ -34,9 +34,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workflows.common import (
     UserError,
@@ -72,17 +69,17 @@ writes: <root>/outputs/tune/d2_XX/{best_params.json, trials.csv, trials.png}; Ra
 <root>/outputs/wandb/wandb/offline-run-* (upload: wandb sync <root>/outputs/wandb/wandb/offline-run-*).
 
 examples:
-  python workflows/tune.py --d2 16 --num-samples 8
-  python workflows/tune.py --d2 16 --apply            # best parameters -> train.d2_16 of stages.yaml
+  python -m workflows.tune --d2 16 --num-samples 8
+  python -m workflows.tune --d2 16 --apply            # best parameters -> train.d2_16 of stages.yaml
   dvc repro                                           # retrains d2_16 and the stages after it
   ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
-      python workflows/tune.py --d2 16 --root $PWD    # on a running cluster (RAY_ADDRESS is set there)
+      python -m workflows.tune --d2 16 --root $PWD    # on a running cluster (RAY_ADDRESS is set there)
 """
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(
-        prog="python workflows/tune.py",
+        prog="python -m workflows.tune",
         description="Ray Tune sweep (ASHA early stopping on val_mpjpe) of one curriculum stage's 3D:2D loss\n"
         "ratio and heatmap2 init std (and lr if listed). Each trial is a Ray Train run of the stage\n"
         "started from the previous stage's checkpoint, tracked in wandb (offline by default).\n"
@@ -642,7 +639,7 @@ def apply_best(args: argparse.Namespace) -> dict[str, float]:
     key = _stage(cfg, args)
     best_path = Path(args.best) if args.best else outputs_dir(root, "tune", key, "best_params.json")
     if not best_path.is_file():
-        raise UserError(f"no sweep results at {best_path} (run `python workflows/tune.py --d2 {args.d2}` first)")
+        raise UserError(f"no sweep results at {best_path} (run `python -m workflows.tune --d2 {args.d2}` first)")
     try:
         summary = json.loads(best_path.read_text())
         params = summary["best"]["params"]
