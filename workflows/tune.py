@@ -48,6 +48,19 @@ from workflows.common import (
 )
 from workflows.config import SEARCH_PARAMS, load_config, stage_key
 from workflows.runs import fingerprint, remove_run_dir, run_identity, run_name
+from workflows.tune_workarounds import (
+    LEDGER_NAMESPACE,
+    START_RETRIES,
+    WANDB_FLUSH_TIMEOUT_S,
+    PlacementGroupLedger,
+    SweepStalled,
+    find_cause,
+    flushing_wandb_callback,
+    register_placement_group,
+    release_callback,
+    stall_watchdog,
+    use_callbacks,
+)
 
 EPILOG = """\
 search space and budget: the tune: section of the config, e.g.
@@ -200,25 +213,25 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from ray.tune.schedulers import ASHAScheduler
 
     ledger_name = f"pg-ledger-{sweep_name}"
-    ledger = ray.remote(num_cpus=0)(_PlacementGroupLedger).options(  # noqa: F841 - held while the sweep runs
-        name=ledger_name, namespace=_LEDGER_NAMESPACE).remote()
+    ledger = ray.remote(num_cpus=0)(PlacementGroupLedger).options(  # noqa: F841 - held while the sweep runs
+        name=ledger_name, namespace=LEDGER_NAMESPACE).remote()
     max_failures = int(cfg["ray"]["max_failures"])
     trainable = tune.with_resources(
         _make_trainable(base, sweep_dir, args.num_workers, bool(use_gpu), float(cfg["ray"]["cpus_per_worker"]),
                         max_failures, ledger=ledger_name),
         {"CPU": _TRIAL_CPU})
-    callbacks: list[Any] = [_release_callback(ledger_name)]
+    callbacks: list[Any] = [release_callback(ledger_name)]
     if args.stall_timeout:
-        callbacks.append(_stall_watchdog(float(args.stall_timeout)))
+        callbacks.append(stall_watchdog(float(args.stall_timeout)))
     group = sweep_name
     if mode != "disabled":
-        callbacks.append(_wandb_callback(
+        callbacks.append(flushing_wandb_callback(
             project=cfg["wandb"]["project"], group=group, entity=cfg["wandb"]["entity"], mode=mode,
             dir=str(wandb_dir), log_config=True, job_type=f"tune-{key}",
             excludes=["checkpoint_dir_name", "should_checkpoint"],
             resume="allow",  # a resumed trial continues its wandb run (same id: the trial id)
             # offline: nothing to upload, so Ray need not wait its default 30 min for a trial's writer
-            **({"upload_timeout": _WANDB_FLUSH_TIMEOUT_S} if mode == "offline" else {}),
+            **({"upload_timeout": WANDB_FLUSH_TIMEOUT_S} if mode == "offline" else {}),
         ))
     restorable = tune.Tuner.can_restore(sweep_dir)
     if args.resume and not restorable:
@@ -229,7 +242,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         # checkpoints (runs/<trial id>); the searcher and ASHA continue from their saved state
         tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=space)
-        _use_callbacks(tuner, callbacks)
+        use_callbacks(tuner, callbacks)
         print(f"[tune {key}] resuming sweep {sweep_name} (finished trials kept, the others resume from their "
               "last checkpoint; --fresh starts over)", flush=True)
     else:
@@ -257,7 +270,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     try:
         grid = tuner.fit()
     except Exception as exc:  # noqa: BLE001 - Tune wraps a callback's error; show ours in one line
-        stalled = _find_cause(exc, SweepStalled)
+        stalled = find_cause(exc, SweepStalled)
         if stalled is None:
             raise
         raise UserError(f"tune {key}: {stalled}") from None
@@ -270,16 +283,6 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
           + f" ({summary['num_completed']} completed, {summary['num_stopped_early']} stopped early); wrote {out}",
           flush=True)
     return summary
-
-
-def _use_callbacks(tuner, callbacks: list[Any]) -> None:
-    """Give a restored Tuner this driver's callbacks. ``Tuner.restore`` (Ray 2.60) takes no run config
-    and brings back the callbacks pickled by the killed driver, whose actor handles (the placement-group
-    ledger) and clocks (the stall watchdog) belong to that driver."""
-    internal = getattr(tuner, "_local_tuner", None)
-    if internal is None or not hasattr(internal, "get_run_config"):
-        raise UserError("this Ray version restores Tune sweeps differently: start over with --fresh")
-    internal.get_run_config().callbacks = callbacks
 
 
 def _stage(cfg: dict[str, Any], args: argparse.Namespace) -> str:
@@ -296,12 +299,13 @@ def _stage(cfg: dict[str, Any], args: argparse.Namespace) -> str:
 
 def _make_trainable(base: dict[str, Any], sweep_dir: str, num_workers: int, use_gpu: bool, cpus: float,
                     max_failures: int, ledger: str | None = None):
-    """A function trainable that runs one Ray Train fit of the stage per trial (stack notes: Train V2).
+    """A function trainable that runs one Ray Train fit of the stage per trial (Ray 2.60's Train V2 runs
+    a Ray Train job inside a Tune trial only from a function trainable, not as ``Tuner(trainer)``).
 
     Each trial trains with its own checkpoint store, ``<sweep_dir>/runs/<trial id>``, so a trial that
     runs again (a retry, or a resumed sweep) continues from its last checkpoint. ``ledger``: name of
-    the :class:`_PlacementGroupLedger` actor the trial's Train workers register their placement
-    group with (see :class:`_ReleaseTrainPlacementGroups`).
+    the placement-group ledger actor the trial's Train workers register their placement
+    group with (see ``workflows.tune_workarounds``).
     """
     key = base["stage"]
 
@@ -335,7 +339,7 @@ def _make_trainable(base: dict[str, Any], sweep_dir: str, num_workers: int, use_
                                  # (controller_failure_limit=-1): a trial whose CPUs never come free
                                  # would hold the sweep; fail it instead (ASHA goes on with the others)
                                  failure_config=FailureConfig(max_failures=max_failures,
-                                                              controller_failure_limit=_START_RETRIES)),
+                                                              controller_failure_limit=START_RETRIES)),
         )
         trainer.fit()
         del board_actor
@@ -354,204 +358,12 @@ def _worker_resources(cpus: float, use_gpu: bool) -> dict[str, float]:
 
 
 def _trial_train_func(config: dict[str, Any]) -> None:
-    """Ray Train worker entry of a trial: register the worker's placement group, then train the stage."""
-    import ray
-
+    """Ray Train worker entry of a trial: register the worker group's placement group, then train."""
     from workflows.train_loop import train_func
 
     config = dict(config)
-    ledger, trial_id = config.pop("_pg_ledger", None), config.pop("_trial_id", None)
-    pg = ray.util.get_current_placement_group()
-    if ledger and pg is not None and ray.train.get_context().get_world_rank() == 0:
-        try:
-            actor = ray.get_actor(ledger, namespace=_LEDGER_NAMESPACE)
-            ray.get(actor.add.remote(trial_id, pg.id.hex()), timeout=30)
-        except Exception as exc:  # noqa: BLE001 - bookkeeping only; Ray's own cleaner may still work
-            print(f"[tune] could not register placement group: {exc}", flush=True)
+    register_placement_group(config.pop("_pg_ledger", None), config.pop("_trial_id", None))
     train_func(config)
-
-
-# --------------------------------------------------------------------------------------------
-# placement groups of stopped trials
-#
-# Train V2 runs each trial's workers in a placement group created by the trial's TrainController.
-# Tune stops a trial (ASHA, or max_t reached) by terminating the trial actor, which kills the
-# controller before it removes that group; Ray's detached PlacementGroupCleaner is meant to remove
-# it, but it polls the State API, which needs the dashboard -- without it (a local ray.init with
-# include_dashboard=False) every stopped trial leaks its worker CPUs and the next trial never
-# starts ("worker group startup timed out"). The workers register their group with a ledger
-# actor; the driver removes the groups of finished trials once their actors are gone.
-_LEDGER_NAMESPACE = "c2f-pose-tune"
-_RELEASE_AFTER_S = 3.0  # after a trial completes: its actor (and so its controller) is gone by then
-_WATCH_S = 60.0  # keep removing groups registered late by a dying controller for this long
-_START_RETRIES = 1  # worker-group start-up retries of a trial (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)
-_WANDB_FLUSH_TIMEOUT_S = 120  # offline: how long the end of the sweep waits for a trial's wandb writer
-
-
-class _PlacementGroupLedger:
-    """Ray actor (num_cpus=0): placement-group ids (hex) registered per trial id."""
-
-    def __init__(self) -> None:
-        self._pgs: dict[str, list[str]] = {}
-
-    def add(self, trial_id: str, pg_hex: str) -> None:
-        self._pgs.setdefault(str(trial_id), []).append(pg_hex)
-
-    def pop(self, trial_id: str) -> list[str]:
-        return self._pgs.pop(str(trial_id), [])
-
-    def pop_all(self) -> list[str]:
-        out = [h for v in self._pgs.values() for h in v]
-        self._pgs.clear()
-        return out
-
-
-def _remove_placement_groups(pg_hexes: list[str]) -> int:
-    """Remove the listed placement groups that still exist; returns how many were removed."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
-
-    n = 0
-    for h in pg_hexes:
-        pg = PlacementGroup(PlacementGroupID(bytes.fromhex(h)))
-        try:
-            if placement_group_table(pg).get("state", "REMOVED") == "REMOVED":
-                continue
-            remove_placement_group(pg)
-            n += 1
-        except Exception:  # noqa: BLE001 - already gone / raced with Ray's own cleaner
-            pass
-    return n
-
-
-def _release_callback(ledger_name: str):
-    from ray.tune import Callback
-
-    class _ReleaseTrainPlacementGroups(Callback):
-        """Driver-side Tune callback: remove the Train placement groups of finished trials. It holds
-        the ledger's name, not a handle: Tune pickles its callbacks with the sweep's state."""
-
-        def __init__(self) -> None:
-            self._done: dict[str, float] = {}  # trial id -> time it completed / errored
-            self.removed = 0
-
-        @staticmethod
-        def _ledger():
-            import ray
-
-            return ray.get_actor(ledger_name, namespace=_LEDGER_NAMESPACE)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._done[trial.trial_id] = time.monotonic()
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._done[trial.trial_id] = time.monotonic()
-
-        def on_step_begin(self, iteration, trials, **info):
-            import ray
-
-            now = time.monotonic()
-            for tid, t in list(self._done.items()):
-                if now - t < _RELEASE_AFTER_S:
-                    continue
-                self.removed += _remove_placement_groups(ray.get(self._ledger().pop.remote(tid)))
-                if now - t > _WATCH_S:
-                    del self._done[tid]
-
-        def on_experiment_end(self, trials, **info):
-            import ray
-
-            self.removed += _remove_placement_groups(ray.get(self._ledger().pop_all.remote()))
-
-    return _ReleaseTrainPlacementGroups()
-
-
-class SweepStalled(RuntimeError):
-    """Raised by the stall watchdog: no trial event for ``--stall-timeout`` seconds."""
-
-
-def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` or the first exception of type ``kind`` in its ``__cause__``/``__context__`` chain."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, kind):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _stall_watchdog(limit_s: float):
-    """Driver-side Tune callback raising :class:`SweepStalled` when no trial has started, reported a
-    result, completed or failed for ``limit_s`` seconds; the message names the unfinished trials and
-    the free CPUs/GPUs and placement groups of the cluster (what a stuck trial usually waits for)."""
-    from ray.tune import Callback
-
-    class _StallWatchdog(Callback):
-        def __init__(self) -> None:
-            self._last = time.monotonic()
-
-        def _event(self, *args, **kwargs) -> None:
-            self._last = time.monotonic()
-
-        on_trial_start = on_trial_result = on_trial_complete = on_trial_error = _event
-
-        def on_step_begin(self, iteration, trials, **info):
-            idle = time.monotonic() - self._last
-            if idle < limit_s:
-                return
-            waiting = [f"{t.trial_id} {t.status}" for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED")]
-            raise SweepStalled(f"no trial started, reported or ended for {idle:.0f} s (--stall-timeout "
-                               f"{limit_s:g}); unfinished: {', '.join(waiting) or 'none'}; {_cluster_state()}")
-
-    return _StallWatchdog()
-
-
-def _cluster_state() -> str:
-    """One line: free/total CPUs (and GPUs), the placement groups by state, this machine's load."""
-    import ray
-    from ray.util.placement_group import placement_group_table
-
-    try:
-        free, total = ray.available_resources(), ray.cluster_resources()
-        res = ", ".join(f"{k} {free.get(k, 0):g}/{total[k]:g} free" for k in ("CPU", "GPU") if k in total)
-        states: dict[str, int] = {}
-        for pg in placement_group_table().values():
-            states[pg.get("state", "?")] = states.get(pg.get("state", "?"), 0) + 1
-        groups = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
-        load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-        return f"cluster: {res}; placement groups: {groups}{load}"
-    except Exception as exc:  # noqa: BLE001 - diagnostics only
-        return f"cluster state unavailable ({type(exc).__name__})"
-
-
-def _wandb_callback(**kwargs):
-    """Ray's driver-side ``WandbLoggerCallback`` whose per-trial logging actor waits for wandb to write.
-
-    Ray ends a trial's logging actor with ``ray.kill`` as soon as ``run.finish()`` returns, which
-    also kills the actor's ``wandb-core`` child process; with wandb 0.31 offline, ``finish()``
-    can return before that process has written the run's history, so a trial's log ended up with
-    its config but no metrics. ``wandb.teardown()`` blocks until wandb-core has flushed and exited.
-    """
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
-
-    class _FlushingWandbLoggingActor(_WandbLoggingActor):
-        def run(self):
-            super().run()  # logs the queued results, ends with wandb.finish()
-            self._wandb.teardown()
-
-    class _FlushingWandbLoggerCallback(WandbLoggerCallback):
-        _logger_actor_cls = _FlushingWandbLoggingActor
-
-        def on_experiment_end(self, trials, **info):
-            # A trial ended without Tune's trial-end event (the sweep aborted) never tells its actor
-            # to finish, and Ray would wait out upload_timeout for it: tell every actor now (a
-            # second END after the one it already got is never read).
-            for trial in list(self._trial_logging_actors):
-                self._signal_logging_actor_stop(trial=trial)
-            super().on_experiment_end(trials, **info)
-
-    return _FlushingWandbLoggerCallback(**kwargs)
 
 
 def _summarise(grid, key, tcfg, params, epochs, group, mode, sweep_name, sweep_dir, wall) -> dict[str, Any]:
