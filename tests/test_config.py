@@ -131,7 +131,7 @@ def test_missing_stage_section_and_keys(micro):
     bad = copy.deepcopy(micro)
     del bad["train"]
     assert "stages.yaml: train: missing required section" in _err(bad)
-    del micro["train"]["d2_04"]["lr"]
+    del micro["train"]["d2_04"]["lr"], micro["stage_defaults"]["lr"]
     assert "train.d2_04.lr: missing required key" in _err(micro)
 
 
@@ -151,7 +151,9 @@ def test_bad_choice_and_type(micro):
     bad["train"]["d2_04"]["batch_size"] = 2.5
     assert "train.d2_04.batch_size: must be an integer" in _err(bad)
     micro["model"]["input_size"] = 40  # not a multiple of 4*2**depth: ModelConfig says so
-    assert "stages.yaml: model:" in _err(micro)
+    assert "stages.yaml: model.input_size: must be a multiple of 4*2**hourglass_depth = 16, got 40" in _err(micro)
+    micro["model"]["input_size"] = 48  # a multiple of 16: valid for the micro preset (hourglass_depth 2)
+    assert validate(micro)["model"]["input_size"] == 48
 
 
 def test_synth_diversity_and_lr_final(micro):
@@ -234,18 +236,68 @@ def test_aug_mapping(micro):
     assert "data.aug: must be true, false or a mapping" in _err(micro)
 
 
-def test_config_choices_match_the_library() -> None:
-    from pose.data import AugConfig
-    from pose.model import HEATMAP2_INITS, ModelConfig
-    from workflows import config
+def test_stage_defaults_apply_unless_a_stage_says_otherwise(micro):
+    """A stage's settings are stage_defaults overridden by its own entry; the budget (iterations or
+    epochs) of an entry replaces the defaults' whole."""
+    raw = yaml.safe_load(open(__import__("workflows.config", fromlist=["PROFILE_DIR"]).PROFILE_DIR / "micro.yaml"))
+    raw["stage_defaults"]["lr"] = 5e-4
+    raw["train"]["d2_08"]["lr"] = 1e-3
+    raw["train"]["d2_16"]["epochs"] = 3
+    cfg = validate(raw)
+    assert [cfg["train"][k]["lr"] for k in cfg["train"]] == [5e-4, 5e-4, 1e-3, 5e-4, 5e-4, 5e-4]
+    assert cfg["train"]["d2_16"]["epochs"] == 3 and cfg["train"]["d2_16"]["iterations"] is None
+    assert cfg["train"]["d2_08"]["iterations"] == 2 and cfg["train"]["d2_02"]["heatmap2_init"] == "normal"
+    assert cfg["train"]["d2_04"]["heatmap2_init"] == "upsample" and cfg["stage_defaults"]["lr"] == 5e-4
+    bad = copy.deepcopy(raw)
+    bad["stage_defaults"]["lr"] = -1
+    assert "stage_defaults.lr: must be > 0" in _err(bad)
+    bad = copy.deepcopy(raw)
+    bad["stage_defaults"]["init"] = "d2_02"
+    assert "stage_defaults.init: unknown key" in _err(bad)
+    bad = copy.deepcopy(raw)
+    del bad["stage_defaults"]["batch_size"]
+    assert "train.d2_02.batch_size: missing required key (give it here or in stage_defaults)" in _err(bad)
 
-    assert config.HEATMAP2_INITS == HEATMAP2_INITS
-    assert set(config.MODEL_FIELDS) <= set(ModelConfig.__dataclass_fields__)
-    assert set(config.AUG_FIELDS) <= set(AugConfig.__dataclass_fields__)
+
+def test_model_and_aug_are_checked_against_the_dataclasses(micro):
+    """No copy of the library's field lists: the model section and data.aug take exactly the fields
+    of ModelConfig (less d2 / heatmap2_std, set per stage) and AugConfig, typed as annotated."""
+    import dataclasses
+
+    from pose.data import AugConfig
+    from pose.model import ModelConfig
+
+    for name in [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("d2", "heatmap2_std")]:
+        cfg = copy.deepcopy(micro)
+        cfg["model"][name] = "x"
+        assert _err(cfg).startswith(f"stages.yaml: model.{name}: "), name
+    cfg = copy.deepcopy(micro)
+    cfg["model"]["d2"] = 4
+    assert "model.d2: unknown key" in _err(cfg)
+    cfg["model"] = {"preset": "micro", "features": 32.0, "norm": "gn"}
+    assert validate(cfg)["model"] == {"preset": "micro", "features": 32, "norm": "gn"}
+    cfg["model"]["features"] = 30
+    assert "stages.yaml: model.features: must be a multiple of 4, got 30" in _err(cfg)
+    cfg = copy.deepcopy(micro)
+    cfg["data"]["aug"] = {f.name: 0.1 for f in dataclasses.fields(AugConfig) if f.name != "enabled"}
+    assert validate(cfg)["data"]["aug"]["rot_max"] == 0.1
+    cfg["data"]["aug"]["scale_factor"] = 1.5
+    assert "stages.yaml: data.aug.scale_factor: must be < 1, got 1.5" in _err(cfg)
+
+
+def test_profiles_are_data_files(tmp_path):
+    """--write copies the profile's file (its comments) under a header; it loads to make_profile's."""
+    from workflows.config import PROFILE_DIR, main
+
+    for name in PROFILES:
+        out = tmp_path / f"{name}.yaml"
+        assert main(["--profile", name, "--write", str(out)]) == 0
+        text = out.read_text()
+        assert text.endswith((PROFILE_DIR / f"{name}.yaml").read_text()) and "\n# " in text
+        assert load_config(out) == make_profile(name)
 
 
 def test_synth_looks_choices_match_the_generator() -> None:
-    """workflows.config keeps its own copy of the choices (it imports no rendering code)."""
     from pose.data.synth.generate import LOOKS
     from workflows.config import SECTIONS
 

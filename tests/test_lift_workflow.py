@@ -65,7 +65,7 @@ def test_resolve_params_defaults_and_errors():
     assert W.resolve_params("supervised", None)["output"] == "xyz"
     with pytest.raises(UserError, match="lift.unsupervised: params: unknown keys \\['iterationz'\\]"):
         W.resolve_params("unsupervised", {"iterationz": 3})
-    q = W.resolve_params("supervised", {"epochs": 2, "hidden": 64})  # stages.yaml aliases
+    q = W.resolve_params("supervised", {"epochs": 2, "width": 64})
     assert q["epochs"] == 2 and q["width"] == 64
     with pytest.raises(UserError, match="epochs"):
         W.resolve_params("supervised", {"epochs": -1})

@@ -10,10 +10,10 @@ Layout (every section is a mapping; unknown keys are errors)::
                synth_looks: sequence|frame, on_bad, max_skip_fraction,
                aug: true | false | {scale_factor, rot_factor, rot_prob, rot_max, flip_prob, color_factor},
                train_limit, val_size, loader_workers, image_cache_mb}
-    train:                      # the curriculum: one entry per stage, keyed d2_XX (XX = d2, 2 digits)
-      d2_02: {d2: 2, init: null, lr, ratio_3d, heatmap2_std, heatmap2_init: normal|upsample,
-              epochs | iterations, batch_size,
-              optimizer: rmsprop|adam|sgd, loss: H1|I1|adaptive, precision: fp32|bf16, ...}
+    stage_defaults: {lr, ratio_3d, heatmap2_std, heatmap2_init: normal|upsample, epochs | iterations,
+                     batch_size, optimizer: rmsprop|adam|sgd, loss: H1|I1|adaptive, precision: fp32|bf16, ...}
+    train:                      # the curriculum: one entry per stage, keyed d2_XX (XX = d2, 2 digits),
+      d2_02: {d2: 2, init: null, lr: 2.0e-3}   # holding only what differs from stage_defaults
       d2_04: {d2: 4, init: d2_02, ...}   # init = the stage whose final weights this one starts from
     evaluate: {subset_size, batch_size, bone_fit, max_samples, flip_test}
     ray:      {num_workers: N | [min, max], use_gpu, cpus_per_worker, max_failures, checkpoint_every, keep_runs}
@@ -21,11 +21,17 @@ Layout (every section is a mapping; unknown keys are errors)::
     lift:     {supervised: {...}, unsupervised: {...}}   (scalars / lists of scalars; read by workflows/lift.py)
     tune:     {stage, metric, mode, num_samples, max_concurrent, epochs, search: {...}, asha: {...}}
 
+A stage's effective settings are ``stage_defaults`` overridden by its own entry, with the defaults
+of :data:`STAGE_FIELDS` for keys neither gives; ``validate`` returns them in full under ``train``.
+The ``model`` section and ``data.aug`` are checked against the library's own dataclasses
+(``pose.model.ModelConfig``, ``pose.data.AugConfig``) by :func:`from_mapping`.
+
 Profiles: ``stages.yaml`` holds the *active* settings (what ``dvc repro`` runs, and what DVC tracks
-per stage: ``train@d2_16`` depends only on ``train.d2_16`` plus the shared ``model``/``targets``/
-``data`` sections). The named profiles live in :data:`PROFILES` (``default``: the whole curriculum on
-the embedded dataset on 2 CPU cores in ~15 min of training; ``full``: the seed's recipe for GPUs; ``micro``: a
-seconds-long smoke run for tests). Switch with::
+per stage: ``train@d2_16`` depends only on ``train.d2_16`` and ``stage_defaults`` plus the shared
+``model``/``targets``/``data`` sections). The named profiles are data files,
+``workflows/profiles/<name>.yaml`` (``default``: the whole curriculum on the embedded dataset on 2
+CPU cores in ~15 min of training; ``full``: the seed's recipe for GPUs; ``micro``: a seconds-long
+smoke run for tests), each saying only what differs from the defaults. Switch with::
 
     python -m workflows.config --profile full --write stages.yaml
     python -m workflows.config --check [stages.yaml]        # validate; exit 1 with one line on error
@@ -38,20 +44,27 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import re
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pose.data.augment import AugConfig
+from pose.data.synth.generate import LOOKS
+from pose.model import HEATMAP2_INITS, PRESETS, ModelConfig
+from pose.targets import C2F_DEPTH_RANGE
+
 __all__ = [
-    "C2F_DEPTH_RANGE_MM",
     "ConfigError",
     "CURRICULUM",
     "PROFILES",
+    "from_mapping",
     "load_config",
     "make_profile",
     "stage_chain",
@@ -60,21 +73,16 @@ __all__ = [
     "write_config",
 ]
 
-#: The seed's curriculum of depth resolutions (spec §5.1).
+#: The curriculum of depth resolutions the seeds train, each stage fine-tuned from the one before.
 CURRICULUM = (2, 4, 8, 16, 32, 64)
-#: C2F voxel limits, mm (spec §2.1).
-C2F_DEPTH_RANGE_MM = (-1005.1859, 980.8599)
-MODEL_PRESETS = ("micro", "tiny", "full")
-MODEL_FIELDS = (  # ModelConfig fields settable in the model section (d2 / heatmap2_std are per stage)
-    "num_joints", "d1", "features", "input_size", "hourglass_depth", "hourglass_residuals", "norm", "gn_groups", "init_std", "init",
-)
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-AUG_FIELDS = ("scale_factor", "rot_factor", "rot_prob", "rot_max", "flip_prob", "color_factor")  # pose.data.AugConfig
 LOSSES = ("H1", "I1", "adaptive")
 SCHEDULES = ("constant", "cosine", "step")
-HEATMAP2_INITS = ("normal", "upsample")  # pose.model.HEATMAP2_INITS (this module does not import torch)
 PRECISIONS = ("fp32", "bf16")  # bf16: forward under torch.autocast (GPU), losses and weights in fp32
+#: ModelConfig fields that come from the stage, not from the model section
+_STAGE_MODEL_FIELDS = ("d2", "heatmap2_std")
 _STAGE_KEY = re.compile(r"^d2_(\d{2,})$")
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 
 class ConfigError(ValueError):
@@ -153,7 +161,7 @@ STAGE_FIELDS: dict[str, _F] = {
 SECTIONS: dict[str, dict[str, _F]] = {
     "targets": {
         "sigma_2d": _F("float", 2.0, check=_gt0),
-        "depth_range": _F("any", list(C2F_DEPTH_RANGE_MM)),
+        "depth_range": _F("any", [C2F_DEPTH_RANGE.lb, C2F_DEPTH_RANGE.ub]),
     },
     "data": {
         "source": _F("str", "embedded"),
@@ -162,7 +170,7 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "synth_seed": _F("int", 0),
         "synth_limb_mix": _F("float", 0.0, check=_unit),
         "synth_tilt": _F("float", 0.0, check=_unit),
-        "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),
+        "synth_looks": _F("str", "sequence", choices=LOOKS),
         "on_bad": _F("str", "skip", choices=("skip", "fail")),
         "max_skip_fraction": _F("float", 0.01, check=_unit),
         "aug": _F("any", True),
@@ -205,7 +213,8 @@ TUNE_FIELDS: dict[str, _F] = {
     "asha": _F("any", {"grace_period": 1, "reduction_factor": 2}),
 }
 SEARCH_PARAMS = ("ratio_3d", "heatmap2_std", "lr")
-TOP_LEVEL = ("profile", "seed", "model", "targets", "data", "train", "evaluate", "ray", "wandb", "lift", "tune")
+TOP_LEVEL = ("profile", "seed", "model", "targets", "data", "stage_defaults", "train", "evaluate", "ray", "wandb",
+             "lift", "tune")
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,39 +289,74 @@ def _scalar_or_list(value: Any) -> bool:
     return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
 
 
+_KINDS = {int: "int", float: "float", bool: "bool", str: "str"}
+
+
+def from_mapping(cls: type, data: Any, where: str, prefix: str, exclude: tuple[str, ...] = (),
+                 base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Check a mapping of ``cls``'s dataclass fields (names and types read from its annotations).
+
+    Returns the given keys, normalised (an int where an int is annotated, a float for a float, ...);
+    ``cls(**base, **result)`` is built once so that its own ``__post_init__`` checks apply (``base``:
+    values the mapping is applied over, e.g. a model preset's sizes). Raises
+    :class:`ConfigError` with one line naming the key (``<where>: <prefix>.<field>: <problem>``).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _fail(where, prefix, f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if k not in names:
+            raise _fail(where, f"{prefix}.{k}", f"unknown key (allowed: {', '.join(names)})")
+        out[k] = _coerce(v, _F(_KINDS.get(hints[k], "any")), where, f"{prefix}.{k}")
+    try:
+        cls(**{**(base or {}), **out})
+    except (ValueError, TypeError) as exc:
+        raise _dataclass_error(exc, out, where, prefix) from None
+    return out
+
+
+def _dataclass_error(exc: Exception, given: Mapping[str, Any], where: str, prefix: str) -> ConfigError:
+    """A dataclass's ``__post_init__`` message (``"<field> must ..."``) as a one-line error naming the key."""
+    msg = str(exc)
+    name, _, rest = msg.partition(" ")
+    if name.rstrip(":") in given and rest:
+        return _fail(where, f"{prefix}.{name.rstrip(':')}", rest)
+    return _fail(where, prefix, msg)
+
+
 def _validate_model(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise _fail(where, "model", "must be a mapping with at least 'preset'")
     if "preset" not in data:
-        raise _fail(where, "model.preset", f"missing required key (one of {list(MODEL_PRESETS)})")
-    if data["preset"] not in MODEL_PRESETS:
-        raise _fail(where, "model.preset", f"must be one of {list(MODEL_PRESETS)}, got {data['preset']!r}")
-    out = {"preset": data["preset"]}
-    for k, v in data.items():
-        if k == "preset":
-            continue
-        if k not in MODEL_FIELDS:
-            raise _fail(where, f"model.{k}", f"unknown key (allowed: preset, {', '.join(MODEL_FIELDS)})")
-        if not _scalar_or_list(v) or v is None:
-            raise _fail(where, f"model.{k}", f"must be a scalar, got {v!r}")
-        out[k] = v
-    try:  # let ModelConfig check the combination (e.g. input_size vs hourglass_depth)
-        from pose.model import ModelConfig
-    except ImportError:  # pragma: no cover - the model module is part of the package
-        return out
-    try:
-        ModelConfig.preset(out["preset"], **{k: v for k, v in out.items() if k != "preset"})
-    except (ValueError, TypeError) as exc:
-        raise _fail(where, "model", str(exc)) from None
-    return out
+        raise _fail(where, "model.preset", f"missing required key (one of {list(PRESETS)})")
+    if data["preset"] not in PRESETS:
+        raise _fail(where, "model.preset", f"must be one of {list(PRESETS)}, got {data['preset']!r}")
+    fields = {k: v for k, v in data.items() if k != "preset"}
+    # checked over the preset's sizes (e.g. input_size against the preset's hourglass_depth)
+    checked = from_mapping(ModelConfig, fields, where, "model", exclude=_STAGE_MODEL_FIELDS,
+                           base=PRESETS[data["preset"]])
+    return {"preset": data["preset"], **checked}
 
 
-def _validate_stage(key: str, data: Any, where: str) -> dict[str, Any]:
+def _validate_stage(key: str, data: Any, defaults: dict[str, Any], where: str) -> dict[str, Any]:
     prefix = f"train.{key}"
     m = _STAGE_KEY.match(str(key))
     if not m:
         raise _fail(where, prefix, "stage keys must look like d2_XX (e.g. d2_16)")
-    st = _section(data, STAGE_FIELDS, where, prefix)
+    if data is not None and not isinstance(data, Mapping):
+        raise _fail(where, prefix, f"must be a mapping, got {type(data).__name__}")
+    data = dict(data or {})
+    if "iterations" in data or "epochs" in data:  # the entry's budget replaces the defaults' whole
+        defaults = {k: v for k, v in defaults.items() if k not in ("iterations", "epochs")}
+    merged = {**defaults, **data}
+    for name, f in STAGE_FIELDS.items():
+        if name not in merged and f.default is _REQUIRED:
+            raise _fail(where, f"{prefix}.{name}", "missing required key (give it here or in stage_defaults)")
+    st = _section(merged, STAGE_FIELDS, where, prefix)
     if int(m.group(1)) != st["d2"]:
         raise _fail(where, f"{prefix}.d2", f"must match the stage key ({int(m.group(1))}), got {st['d2']}")
     if (st["epochs"] is None) == (st["iterations"] is None):
@@ -320,10 +364,24 @@ def _validate_stage(key: str, data: Any, where: str) -> dict[str, Any]:
     return st
 
 
-def _validate_train(data: Any, where: str) -> dict[str, dict[str, Any]]:
+def _validate_stage_defaults(data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise _fail(where, "stage_defaults", f"must be a mapping, got {type(data).__name__}")
+    out = {}
+    for k, v in data.items():
+        if k not in STAGE_FIELDS or k in ("d2", "init"):
+            allowed = [n for n in STAGE_FIELDS if n not in ("d2", "init")]
+            raise _fail(where, f"stage_defaults.{k}", f"unknown key (allowed: {', '.join(allowed)})")
+        out[k] = _coerce(v, STAGE_FIELDS[k], where, f"stage_defaults.{k}")
+    return out
+
+
+def _validate_train(data: Any, defaults: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(data, Mapping) or not data:
         raise _fail(where, "train", "must be a non-empty mapping of stages keyed d2_XX")
-    stages = {str(k): _validate_stage(str(k), v, where) for k, v in data.items()}
+    stages = {str(k): _validate_stage(str(k), v, defaults, where) for k, v in data.items()}
     keys = list(stages)
     prev_d2 = 0
     for i, key in enumerate(keys):
@@ -438,16 +496,14 @@ def validate(data: Any, where: str = "stages.yaml") -> dict[str, Any]:
     cfg["targets"]["depth_range"] = [float(dr[0]), float(dr[1])]
     aug = cfg["data"]["aug"]
     if isinstance(aug, Mapping):
-        aug_fields = {k: _F("float", check=_ge0) for k in AUG_FIELDS}
-        unknown = [k for k in aug if k not in aug_fields]
-        if unknown:
-            raise _fail(where, f"data.aug.{unknown[0]}", f"unknown key (allowed: {', '.join(AUG_FIELDS)})")
-        cfg["data"]["aug"] = {k: _coerce(v, aug_fields[k], where, f"data.aug.{k}") for k, v in aug.items()}
+        cfg["data"]["aug"] = from_mapping(AugConfig, aug, where, "data.aug", exclude=("enabled",))
     elif not isinstance(aug, bool):
-        raise _fail(where, "data.aug", f"must be true, false or a mapping of {', '.join(AUG_FIELDS)}; got {aug!r}")
+        names = [f.name for f in dataclasses.fields(AugConfig) if f.name != "enabled"]
+        raise _fail(where, "data.aug", f"must be true, false or a mapping of {', '.join(names)}; got {aug!r}")
     if not cfg["data"]["source"].strip():
         raise _fail(where, "data.source", "must be 'embedded' or a path to a dataset")
-    cfg["train"] = _validate_train(data["train"], where)
+    cfg["stage_defaults"] = _validate_stage_defaults(data.get("stage_defaults"), where)
+    cfg["train"] = _validate_train(data["train"], cfg["stage_defaults"], where)
     cfg["lift"] = _validate_lift(data.get("lift"), where)
     cfg["tune"] = _validate_tune(data.get("tune"), cfg["train"], where)
     return cfg
@@ -490,184 +546,23 @@ def stage_chain(cfg: Mapping[str, Any], key: str) -> list[str]:
 
 # --------------------------------------------------------------------------------------------
 # profiles
-#: Caffe seed 3D:2D heatmap loss weights per d2 (spec §5.1; Caffe EuclideanLoss = sum / 2N).
-SEED_RATIO_SUM = {1: 1.0, 2: 0.1, 4: 0.3, 8: 0.1, 16: 0.03, 32: 0.03, 64: 0.03}
-#: Caffe seed heatmap2 init std per d2 (H1 prototxts, spec §3.4).
-SEED_HEATMAP2_STD = {2: 0.01, 4: 0.01, 8: 0.01, 16: 0.01, 32: 0.001, 64: 0.0003}
-
-_LIFT = {  # sized for 2 CPU cores (chen_spec §7.3: slower discriminator, orthographic, Kudo heuristic)
-    "supervised": {"iterations": 2000, "batch_size": 256, "lr": 1.0e-3, "width": 256, "blocks": 2, "dropout": 0.0},
-    "unsupervised": {"iterations": 4000, "batch_size": 128, "lr": 1.0e-3, "lr_disc": 1.0e-4,
-                     "camera": "orthographic", "width": 128, "blocks": 2, "disc_width": 128, "disc_blocks": 2,
-                     "dropout": 0.0, "w_heuristic": 1.0},
-}
-_TUNE = {
-    "stage": "d2_16",
-    "metric": "val_mpjpe",
-    "mode": "min",
-    "num_samples": 8,
-    "max_concurrent": 2,
-    "epochs": None,
-    "search": {
-        "ratio_3d": {"dist": "loguniform", "lo": 0.1, "hi": 10.0},
-        "heatmap2_std": {"dist": "loguniform", "lo": 1.0e-4, "hi": 1.0e-2},
-    },
-    "asha": {"grace_period": 1, "reduction_factor": 2},
-}
-
-
-def _curriculum(per_stage: Callable[[int], dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    train, prev = {}, None
-    for d2 in CURRICULUM:
-        key = stage_key(d2)
-        train[key] = {"d2": d2, "init": prev, **per_stage(d2)}
-        prev = key
-    return train
-
-
-#: iterations per stage of the default profile (batch 16, 3,750 in all, ~15 min on 2 idle cores):
-#: most in the first stage, where the backbone learns 2D from scratch; d2_16..d2_64 get more than
-#: d2_04/d2_08 because the final error is set there (218.7 mm vs 230.8 with 1,500/400/400/500/400/450
-#: and limb mixing 0.8; README "Measured").
-DEFAULT_ITERATIONS = {2: 1300, 4: 400, 8: 400, 16: 600, 32: 550, 64: 500}
-
-
-def _default_stage(d2: int) -> dict[str, Any]:
-    # Chosen for 2 CPU cores (README "Measured"): tiny model, Adam (converged faster than RMSProp
-    # in short CPU runs), ratio_3d 1 (our losses are per-element means, so no Caffe-style
-    # sum ratio is needed; see pose/losses.py), cosine decay within each stage. Later stages
-    # start heatmap2 from the previous stage's, resampled along depth, instead of the seed's
-    # re-initialisation: 278.4 vs 295.5 mm at d2_64 (README "Measured").
-    first = d2 == CURRICULUM[0]
-    return {
-        "lr": 2.0e-3 if first else 1.0e-3,  # later stages fine-tune: half the rate
-        "ratio_3d": 1.0,
-        "heatmap2_std": 0.01,
-        **({} if first else {"heatmap2_init": "upsample"}),
-        "iterations": DEFAULT_ITERATIONS[d2],
-        "batch_size": 16,
-        "optimizer": "adam",
-        "loss": "H1",
-        "schedule": "cosine",
-        "warmup_iters": 20,
-        "log_every": 100,
-    }
-
-
-def _full_stage(d2: int) -> dict[str, Any]:
-    # The seed's recipe (spec §5.1): RMSProp 2.5e-4 (C2F Torch lr; our heatmap losses are means like
-    # Torch's MSECriterion), heatmap2 std 0.01/0.001/0.0003, batch 4. The seed's 3D:2D ratios
-    # (0.1/0.3/0.1/0.03) weight Caffe *sums*; with mean reduction the equivalent weight is
-    # ratio * (elements of the 3D volume / elements of the 2D map) = ratio * d2 (see pose/losses.py).
-    return {
-        "lr": 2.5e-4,
-        "ratio_3d": round(SEED_RATIO_SUM[d2] * d2, 6),
-        "heatmap2_std": SEED_HEATMAP2_STD[d2],
-        "iterations": 40000 if d2 < 16 else 80000,
-        "batch_size": 4,
-        "optimizer": "rmsprop",
-        "loss": "H1",
-        "schedule": "constant",
-        "log_every": 500,
-    }
-
-
-def _micro_stage(d2: int) -> dict[str, Any]:
-    return {
-        "lr": 2.0e-3,
-        "ratio_3d": 1.0,
-        "heatmap2_std": 0.01,
-        **({} if d2 == CURRICULUM[0] else {"heatmap2_init": "upsample"}),  # as the default profile
-        "iterations": 2,
-        "batch_size": 4,
-        "optimizer": "adam",
-        "loss": "H1",
-        "log_every": 1,
-    }
+PROFILES = ("default", "full", "micro")
 
 
 def make_profile(name: str) -> dict[str, Any]:
-    """The stages.yaml mapping of a named profile ("default", "full", "micro"), validated."""
-    common = {
-        "targets": {"sigma_2d": 2.0, "depth_range": list(C2F_DEPTH_RANGE_MM)},
-        "wandb": {"enabled": False, "project": "c2f-pose", "mode": "offline", "entity": None},
-        "lift": copy.deepcopy(_LIFT),
-        "tune": copy.deepcopy(_TUNE),
-    }
-    if name == "default":
-        prof = {
-            # 128-px crops (32x32 heatmaps): ~1.7x the time per iteration of 64 px on CPU but far
-            # better per iteration (benchmarks/README.md, accuracy_budget.py), so fewer iterations
-            "model": {"preset": "tiny", "input_size": 128, "hourglass_residuals": 1},
-            # 8,000 frames (6,600 train / 1,344 test): twice `pose synth`'s default; the same
-            # iterations generalise better to the unseen test actions (README "Measured"). Limb
-            # mixing 0.5 and per-frame looks; no tilted copies (they helped GetupFaceup but cost
-            # the other actions more at this budget: 237.3 vs 230.8 mm over the whole test)
-            "data": {"source": "embedded", "layout": "auto", "synth_frames": 8000, "synth_seed": 0,
-                     "synth_limb_mix": 0.5, "synth_tilt": 0.0, "synth_looks": "frame", "on_bad": "skip",
-                     "max_skip_fraction": 0.01, "aug": {"scale_factor": 0.15, "rot_prob": 0.2, "rot_factor": 20.0},
-                     "train_limit": None, "val_size": 200, "loader_workers": 0, "image_cache_mb": 1200},
-            "train": _curriculum(_default_stage),
-            "evaluate": {"subset_size": 500, "batch_size": 64, "bone_fit": True, "max_samples": None,
-                         "flip_test": True},
-            # a checkpoint every 100 iterations (~30 s of training here; writing one takes ~0.1 s)
-            "ray": {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 1.0, "max_failures": 2,
-                    "checkpoint_every": 100, "keep_runs": False},
-        }
-    elif name == "full":
-        prof = {
-            "model": {"preset": "full", "norm": "bn"},
-            "data": {"source": "embedded", "layout": "auto", "synth_frames": None, "synth_seed": 0,
-                     "on_bad": "skip", "max_skip_fraction": 0.01, "aug": True, "train_limit": None, "val_size": 1024,
-                     "loader_workers": 8},
-            "train": _curriculum(_full_stage),
-            "evaluate": {"subset_size": 2000, "batch_size": 32, "bone_fit": True, "max_samples": None,
-                         "flip_test": True},
-            # spot/preemptible GPUs: more restarts, a checkpoint every 1,000 iterations (a few minutes)
-            "ray": {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 4.0, "max_failures": 5,
-                    "checkpoint_every": 1000, "keep_runs": False},
-        }
-        common["lift"] = {  # the papers' sizes (Martinez; Chen et al. with perspective lifting at c = 10)
-            "supervised": {"iterations": 200000, "batch_size": 64, "lr": 1.0e-3, "width": 1024, "blocks": 2,
-                           "dropout": 0.5},
-            "unsupervised": {"iterations": 100000, "batch_size": 256, "lr": 1.0e-3, "lr_disc": 1.0e-4,
-                             "camera": "perspective", "width": 1024, "blocks": 4, "disc_width": 1024,
-                             "disc_blocks": 3, "dropout": 0.5},
-        }
-        common["tune"]["num_samples"] = 16
-    elif name == "micro":
-        prof = {
-            "model": {"preset": "micro"},
-            "data": {"source": "embedded", "layout": "auto", "synth_frames": 48, "synth_seed": 0,
-                     "on_bad": "skip", "max_skip_fraction": 0.01, "aug": False, "train_limit": 32, "val_size": 8,
-                     "loader_workers": 0},
-            "train": _curriculum(_micro_stage),
-            "evaluate": {"subset_size": 8, "batch_size": 8, "bone_fit": True, "max_samples": 16,
-                         "flip_test": False},
-            "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1.0, "max_failures": 2,
-                    "checkpoint_every": None, "keep_runs": False},
-        }
-        common["lift"] = {
-            "supervised": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "hidden": 32, "blocks": 1, "dropout": 0.0},
-            "unsupervised": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, "hidden": 32, "blocks": 1},
-        }
-        common["tune"].update({"stage": "d2_04", "num_samples": 2, "max_concurrent": 1, "epochs": 1})
-    else:
+    """The validated stages.yaml mapping of a named profile (``workflows/profiles/<name>.yaml``), every
+    default filled: DVC's params (dvc.yaml) must find each key they name."""
+    if name not in PROFILES:
         raise ValueError(f"name: unknown profile {name!r} (profiles: {', '.join(PROFILES)})")
-    out = {"profile": name, "seed": 0, **{k: prof[k] for k in ("model",)}, "targets": common["targets"]}
-    out.update({k: prof[k] for k in ("data", "train", "evaluate", "ray")})
-    out.update({k: common[k] for k in ("wandb", "lift", "tune")})
-    # returned with every default filled: DVC's params (dvc.yaml) must find each key they name
-    return validate(out, f"profile {name}")
+    return load_config(PROFILE_DIR / f"{name}.yaml")
 
-
-PROFILES = ("default", "full", "micro")
 
 _HEADER = """\
 # c2f-pose workflow configuration (validated by workflows/config.py; see README "Configuration").
 # Written from profile {name!r} by: python -m workflows.config --profile {name} --write {path}
-# DVC tracks each train stage's own entry (train.d2_XX) plus model/targets/data, so editing one
-# stage reruns that stage and the later ones only:  dvc repro  |  dvc exp run -S train.d2_16.lr=5e-4
+# DVC tracks each train stage's own entry (train.d2_XX) and stage_defaults plus model/targets/data,
+# so editing one stage reruns that stage and the later ones only:
+#   dvc repro  |  dvc exp run -S train.d2_16.lr=5e-4
 """
 
 
@@ -693,7 +588,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             cfg = make_profile(args.profile)
             if args.write:
-                write_config(cfg, args.write, _HEADER.format(name=args.profile, path=args.write))
+                text = (PROFILE_DIR / f"{args.profile}.yaml").read_text()
+                tmp = Path(args.write).with_name(Path(args.write).name + ".tmp")
+                tmp.write_text(_HEADER.format(name=args.profile, path=args.write) + text)
+                tmp.replace(args.write)
                 print(f"wrote profile {args.profile!r} to {args.write}")
             else:
                 sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))

@@ -3,9 +3,9 @@
     python -m workflows.lift --mode supervised|unsupervised [--config stages.yaml] [--root DIR]
                              [--data DIR] [--extra-2d NPZ ...] [--iterations N]
 
-- Params: ``stages.yaml`` section ``lift.<mode>`` (a flat mapping; keys in :data:`DEFAULTS`, any
-  ``pose.lifting.UnsupervisedConfig``/``SupervisedConfig``/``LifterConfig`` field, ``epochs``
-  instead of ``iterations``, ``hidden`` as an alias of ``width``), plus the global ``seed`` when the
+- Params: ``stages.yaml`` section ``lift.<mode>``, a flat mapping of what differs from the defaults
+  of ``pose.lifting.UnsupervisedConfig``/``SupervisedConfig`` (and their ``LifterConfig``): any of
+  their fields, ``epochs`` instead of ``iterations``, ``extra_2d``; plus the global ``seed`` when the
   entry has none.
 - Data: ``<root>/outputs/data/packed/{train,test}`` (``pose prepare`` output; ``--data`` overrides).
   Unsupervised training reads **only the 2D** of the train split (plus ``--extra-2d`` / the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -44,25 +45,12 @@ from workflows.common import (
 )
 
 MODES = ("supervised", "unsupervised")
-#: Defaults of the ``lift.<mode>`` params (stages.yaml); every key may be overridden there.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "unsupervised": {
-        "iterations": 8000, "batch_size": 256, "lr": 1.0e-3, "lr_disc": 1.0e-4,
-        "w_2d": 10.0, "w_3d": 0.001, "w_t": 1.0, "w_heuristic": 0.0, "cap": 0.9,
-        "camera": "perspective", "c": 10.0, "width": 1024, "blocks": 4, "dropout": 0.5,
-        "disc_width": 1024, "disc_blocks": 3, "azim_range_deg": 180.0, "elev_range_deg": 20.0,
-        "temporal": False, "eval_every": 1000, "seed": None, "extra_2d": [],
-    },
-    "supervised": {
-        "iterations": 3000, "batch_size": 256, "lr": 1.0e-3, "output": "xyz", "camera": "orthographic",
-        "width": 1024, "blocks": 2, "dropout": 0.5, "max_norm": True, "eval_every": 1000, "seed": None,
-    },
-}
-#: keys handled here rather than by the lifting configs: ``extra_2d`` (list of 2D-only .npz files) and
-#: ``epochs`` (if set, overrides ``iterations`` with ``ceil(epochs · N_train / batch_size)``).
+#: keys of ``lift.<mode>`` handled here rather than by the lifting configs: ``extra_2d`` (list of
+#: 2D-only .npz files), ``epochs`` (if set, overrides ``iterations`` with
+#: ``ceil(epochs · N_train / batch_size)``); ``eval_every`` and ``seed`` are the configs' own fields
+#: with the workflow's defaults (held-out metrics every 1000 iterations; the global seed).
+_WORKFLOW_DEFAULTS: dict[str, Any] = {"extra_2d": [], "epochs": None, "eval_every": 1000, "seed": None}
 _LOCAL_KEYS = ("extra_2d", "epochs")
-#: accepted aliases of lifting-config keys
-_ALIASES = {"hidden": "width"}
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -84,15 +72,13 @@ def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 
 
     if mode not in MODES:
         raise UserError(f"mode: expected one of {MODES}, got {mode!r}")
-    out = dict(DEFAULTS[mode])
-    out["epochs"] = None
-    for k, v in (params or {}).items():
-        out[_ALIASES.get(k, k)] = v
+    cls = lifting.UnsupervisedConfig if mode == "unsupervised" else lifting.SupervisedConfig
+    base = dataclasses.asdict(cls())
+    out = {**base.pop("lifter"), **base, **_WORKFLOW_DEFAULTS, **(params or {})}  # flat, as in stages.yaml
     if out["epochs"] is not None and not (isinstance(out["epochs"], int | float) and out["epochs"] > 0):
         raise UserError(f"lift.{mode}.epochs: must be a number > 0 or null, got {out['epochs']!r}")
     if out.get("seed") is None:
         out["seed"] = int(global_seed)
-    cls = lifting.UnsupervisedConfig if mode == "unsupervised" else lifting.SupervisedConfig
     try:
         lifting.config_from_dict(cls, {k: v for k, v in out.items() if k not in _LOCAL_KEYS})
     except (TypeError, ValueError) as exc:
