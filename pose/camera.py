@@ -3,7 +3,7 @@
 Every function accepts numpy arrays or torch tensors and returns the same kind (torch in ->
 torch out on the same device/dtype; numpy in -> numpy out).  Leading batch dimensions broadcast.
 
-Conventions (see /work/contracts.md):
+Conventions (the project's one set: pose.targets and pose.decode follow them too):
 
 - Camera frame: X right, Y down, Z forward (mm).  ``X_cam = R (X_world - T)`` with ``T`` the
   camera centre in world mm (H36M / Martinez / mks0601 convention).

@@ -1,12 +1,13 @@
 """Decoding C2F heatmaps / volumes to coordinates, crop pixels, depths and camera-frame mm.
 
-Coordinate convention (the one used everywhere in this project, spec §4.4, ``contracts.md``)
----------------------------------------------------------------------------------------------
+Coordinate convention (the one used everywhere in this project; pose.targets states it too)
+------------------------------------------------------------------------------------------
 - **Grid units.** Every decoder returns *grid coordinates* in which cell ``k`` of an axis is
   *centred at* ``k`` (0-based, like pixel-centre coordinates): a volume ``(B, J, D, H, W)`` yields
   ``(x, y, z)`` with x ∈ [0, W−1] (column), y ∈ [0, H−1] (row), z ∈ [0, D−1] (depth bin). The
   official Integral code uses the same "index" positions; C2F/Caffe decoders use cell centres in
-  other units — converting through this one rule avoids their half-cell offsets (spec §11.2).
+  other units — converting through this one rule avoids their half-cell offsets (a
+  known trap of the published decoders).
 - **Heatmap cell → input pixel.** With stride ``s`` = input size / heatmap size (4), heatmap cell
   ``k`` is centred at input-pixel coordinate ``s·k + (s−1)/2`` (pixel ``i`` centred at ``i``, as in
   ``cv2.warpAffine``): ``px = s·hm + (s−1)/2`` (``pose.targets.hm_to_px``).
@@ -84,13 +85,14 @@ def _out(t: torch.Tensor, was_np: bool):
     return t.detach().cpu().numpy() if was_np else t
 
 
-def _check_scale(scale) -> float:
+def _positive(value, name: str = "scale") -> float:
+    """``float(value)``; ValueError naming ``name`` unless it is a finite number > 0."""
     try:
-        s = float(scale)
+        s = float(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"scale: expected a positive number, got {scale!r}") from exc
+        raise ValueError(f"{name}: expected a positive number, got {value!r}") from exc
     if not math.isfinite(s) or s <= 0:
-        raise ValueError(f"scale: expected a finite positive number, got {scale!r}")
+        raise ValueError(f"{name}: expected a finite positive number, got {value!r}")
     return s
 
 
@@ -149,14 +151,14 @@ def soft_argmax(volume, scale: float = 1.0, validate: bool = True):
     in grid units (float32, or float64 for float64 input). ``validate=False`` skips the finiteness
     check of the result (avoids a device sync inside training loops).
     """
-    s = _check_scale(scale)
+    s = _positive(scale)
     t, was_np = _check_grid(volume, 5, "volume", "(B, J, D, H, W)")
     return _out(_soft_argmax_nd(t, s, "volume", validate), was_np)
 
 
 def soft_argmax_2d(hm, scale: float = 1.0, validate: bool = True):
     """2D soft-argmax: hm ``(B, J, H, W)`` → float ``(B, J, 2)`` = (x, y) grid units (see soft_argmax)."""
-    s = _check_scale(scale)
+    s = _positive(scale)
     t, was_np = _check_grid(hm, 4, "hm", "(B, J, H, W)")
     return _out(_soft_argmax_nd(t, s, "hm", validate), was_np)
 
@@ -284,12 +286,7 @@ def fit_root_depth(
         raise ValueError(f"limb_lengths: expected shape ({n_limbs},) or ({b}, {n_limbs}), got {tuple(tgt.shape)}")
     if not torch.isfinite(tgt).all() or (tgt <= 0).any():
         raise ValueError("limb_lengths: expected finite positive lengths")
-    try:
-        z0 = float(z0)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"z0: expected a positive number, got {z0!r}") from exc
-    if not math.isfinite(z0) or z0 <= 0:
-        raise ValueError(f"z0: expected a finite positive number, got {z0!r}")
+    z0 = _positive(z0, "z0")
     try:
         lo, hi = (z0 / 20.0, 25.0 * z0) if bounds is None else (float(bounds[0]), float(bounds[1]))
     except (TypeError, ValueError, IndexError) as exc:

@@ -341,7 +341,7 @@ def _adaptive_term(sq_sum: torch.Tensor, abs_mean: torch.Tensor, batch: int, eps
 
 
 def adaptive_weighted_l2(pairs: Sequence[Sequence[torch.Tensor]], eps: float = 1e-8) -> torch.Tensor:
-    """Caffe ``AdaptiveWeightEucLoss`` (spec §5.3): ``sum_i (1/a_i) sum_{n,d} (p_i - g_i)^2 / N``.
+    """Caffe ``AdaptiveWeightEucLoss``: ``sum_i (1/a_i) sum_{n,d} (p_i - g_i)^2 / N``.
 
     ``a_i`` = mean over batch and dims of ``|p_i - g_i|``, **detached** (a constant for the
     gradient, so ``dL/dp_i = 2 (p_i - g_i) / (N a_i)``), clamped below at ``eps``; ``N`` = batch
@@ -374,7 +374,7 @@ def adaptive_weighted_l2(pairs: Sequence[Sequence[torch.Tensor]], eps: float = 1
 
 
 def js_regularization(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Jensen-Shannon regularisation of the Caffe seed (spec §5.2).
+    """Jensen-Shannon regularisation of the Caffe seed.
 
     ``sum over elements with p > eps and q > eps of 0.5 [p log(p/m) + q log(q/m)]``, ``m = (p+q)/2``,
     divided by the batch size ``p.shape[0]``.  For full-support distributions this is the JS

@@ -1,10 +1,10 @@
-"""3D pose error metrics for Human3.6M-style evaluation (spec ``pose_spec.md`` §7).
+"""3D pose error metrics for Human3.6M-style evaluation (Protocols #1 and #2, per-action tables).
 
 All functions accept numpy arrays or torch tensors (any float dtype, any device; tensors are
 detached and copied to the CPU) and return numpy ``float64``. Poses are ``(N, J, 3)`` (a single
 pose ``(J, 3)`` is accepted and treated as ``N = 1``), in any unit (mm everywhere in this project).
 
-Conventions (state them when reporting numbers, spec §7.1/§11.6):
+Conventions (state them when reporting numbers: papers differ on them):
 
 - ``mpjpe`` is **Protocol #1** by default: both poses are root-aligned on joint ``root`` (0 =
   pelvis) before the mean per-joint Euclidean distance; ``root=None`` gives the plain (absolute)
@@ -44,7 +44,7 @@ __all__ = [
     "root_align",
 ]
 
-#: Standard H36M table column order (C2F ``errorH36M.m``, most papers; spec §7.2), with the
+#: Standard H36M table column order (C2F ``errorH36M.m``, most papers), with the
 #: accepted aliases of each action (compared case-insensitively, ignoring spaces/underscores).
 H36M_TABLE_ORDER: tuple[tuple[str, ...], ...] = (
     ("Directions", "Direction", "Dir"),
@@ -334,7 +334,7 @@ def evaluate_predictions(pred, gt, actions=None, action_names=None, sign_agnosti
     Returns ``{"n_mpjpe", "pa_mpjpe"}`` means (mm; ``n_mpjpe`` = MPJPE after root alignment and scale
     normalisation) and, when ``sign_agnostic``, ``"sign_agnostic": {"flipped": bool, "n_mpjpe",
     "pa_mpjpe"}`` — the better of ẑ and −ẑ chosen **once for the whole set** by P-MPJPE (Kudo's
-    "allow inversion"; spec §7.2). With ``actions`` (N,) int and ``action_names``, per-action tables
+    "allow inversion"). With ``actions`` (N,) int and ``action_names``, per-action tables
     (``pose.metrics.action_table``) under ``"per_action"``.
     """
     pred = np.asarray(pred, np.float64)

@@ -1,6 +1,6 @@
-"""Two-stage coarse-to-fine stacked hourglass (spec §3.1–3.3) and its checkpoints.
+"""Two-stage coarse-to-fine stacked hourglass (C2F's "hg-stacked" network) and its checkpoints.
 
-Topology (``f`` = ``ModelConfig.features``; the full size has f = 256 and reproduces the spec's
+Topology (``f`` = ``ModelConfig.features``; the full size has f = 256 and reproduces the seed's
 widths 64/128/256/384/512 as f/4, f/2, f, 3f/2, 2f):
 
 - **Residual** (pre-activation bottleneck): norm → ReLU → 1×1 (in→out/2) → norm → ReLU → 3×3
@@ -74,6 +74,7 @@ __all__ = [
     "load_checkpoint",
     "reset_heatmap2",
     "save_checkpoint",
+    "stage_key",
     "upsample_heatmap2",
 ]
 
@@ -102,7 +103,7 @@ class ModelConfig:
         d2: depth bins of the stage-2 (3D) head, ≥ 1.
         features: base width f (full size 256); must be a multiple of 4.
         input_size: S, side of the square input crop in pixels; multiple of 4·2**hourglass_depth.
-        hourglass_depth: number of pooling levels of each hourglass (spec: 4).
+        hourglass_depth: number of pooling levels of each hourglass (the seed's: 4).
         hourglass_residuals: residual modules per hourglass branch (C2F: 3; Newell's original: 1).
         norm: "bn" | "bn_batchstats" | "gn" (see module docstring).
         gn_groups: GroupNorm groups (reduced to gcd(gn_groups, channels) per layer).
@@ -200,7 +201,7 @@ def make_norm(cfg: ModelConfig, channels: int) -> nn.Module:
 
 
 class Residual(nn.Module):
-    """Pre-activation bottleneck residual (spec §3.1): (B, c_in, H, W) → (B, c_out, H, W)."""
+    """Pre-activation bottleneck residual (C2F's ``Residual``): (B, c_in, H, W) → (B, c_out, H, W)."""
 
     def __init__(self, cfg: ModelConfig, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -217,7 +218,7 @@ class Residual(nn.Module):
 
 
 class Hourglass(nn.Module):
-    """C2F "hg-stacked" hourglass (spec §3.3): (B, c_in, H, W) → (B, c_out, H, W).
+    """C2F "hg-stacked" hourglass: (B, c_in, H, W) → (B, c_out, H, W).
 
     ``depth`` pooling levels, internal width ``width``, nearest-neighbour ×2 upsampling.
     """
@@ -355,7 +356,7 @@ def flip_back(t: Tensor, flip_perm: tuple[int, ...] | list[int]) -> Tensor:
 
 def forward_flip_test(model: C2FPoseNet, x: Tensor, flip_perm: tuple[int, ...] | list[int] | None = None
                       ) -> tuple[Tensor, Tensor]:
-    """The C2F test-time flip (spec §2.3): run ``x`` and its mirror image, flip the second output
+    """The C2F test-time flip: run ``x`` and its mirror image, flip the second output
     back (:func:`flip_back`) and average, before any decoding. Same shapes as ``model(x)``.
 
     flip_perm: left/right joint permutation; None → ``pose.skeleton.FLIP_PERM_17`` (17 joints).
@@ -509,11 +510,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def stage_key(d2: int) -> str:
+    """``16 -> "d2_16"``: the name of the curriculum stage with ``d2`` depth bins (its key in
+    stages.yaml's ``train``, its folder under outputs/stages, the ``stage`` of its checkpoint)."""
+    if isinstance(d2, bool) or not isinstance(d2, int) or d2 < 1:
+        raise ValueError(f"d2 must be an integer >= 1, got {d2!r}")
+    return f"d2_{d2:02d}"
+
+
 def save_checkpoint(path: str | os.PathLike, model: C2FPoseNet, **extra: Any) -> Path:
     """Write ``{"model", "model_config", "depth_range", "stride", "stage", "d2", "metrics", **extra}``.
 
     Defaults: ``depth_range`` = C2F range ``[lb, ub]`` (mm), ``stride`` = 4, ``d2`` = the model's,
-    ``stage`` = ``f"d2_{d2:02d}"``, ``metrics`` = {}. ``extra`` values must be plain python types
+    ``stage`` = :func:`stage_key` of ``d2``, ``metrics`` = {}. ``extra`` values must be plain python types
     (a ``DepthRange``, numpy scalars and 1-element tensors are converted). Written atomically (temp
     file + rename); parent folders are created. Returns the path.
     """
@@ -527,7 +536,7 @@ def save_checkpoint(path: str | os.PathLike, model: C2FPoseNet, **extra: Any) ->
         "model_config": model.cfg.to_dict(),
         "stride": STRIDE,
         "d2": model.cfg.d2,
-        "stage": f"d2_{model.cfg.d2:02d}",
+        "stage": stage_key(model.cfg.d2),
         "metrics": {},
     }
     if "depth_range" not in extra:

@@ -50,7 +50,7 @@ import torch
 
 from pose.camera import crop_affine, invert_affine
 from pose.decode import DECODINGS, DEFAULT_SOFTMAX_SCALE, decode_2d_stage, decode_batch, decode_outputs
-from pose.model import C2FPoseNet, forward_flip_test, load_checkpoint
+from pose.model import C2FPoseNet, forward_flip_test, load_checkpoint, stage_key
 from pose.skeleton import JOINT_NAMES_17
 from pose.targets import DepthRange
 
@@ -322,7 +322,7 @@ class Predictor:
         self.bbox_enlarge = float(enlarge)
         if not math.isfinite(self.bbox_enlarge) or self.bbox_enlarge <= 0:
             raise ValueError(f"bbox_enlarge: expected a positive number, got {enlarge!r}")
-        self.stage = str(ckpt.get("stage", f"d2_{self.d2:02d}"))
+        self.stage = str(ckpt.get("stage", stage_key(self.d2)))
         self.flip_test = bool(flip_test)
 
     @classmethod

@@ -1,6 +1,6 @@
 """Human3.6M joint sets: the native 32, the 17 used by C2F/Integral, the Caffe seed's 16.
 
-Facts from ``pose_spec.md`` §1. All indices are 0-based. Sides follow H36M metadata naming
+Index tables as in the H36M metadata and the C2F/Integral code. All indices are 0-based. Sides follow H36M metadata naming
 (32-joint index 1 is ``RightUpLeg``): in the 17-joint set, 1-3 are the right leg, 4-6 the left
 leg, 11-13 the left arm and 14-16 the right arm.
 """

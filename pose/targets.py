@@ -4,7 +4,7 @@ Targets are built **batched, on the training device, from joint coordinates** (t
 delivers coordinates).  The L2 loss on the 3D volume never needs the materialised volume: see
 :func:`pose.losses.volume_l2_separable`; :func:`volume_target` is the plain reference.
 
-Conventions (binding, /work/contracts.md):
+Conventions (binding for the whole project; pose.camera and pose.decode use the same):
 
 - Pixels: pixel i is centred at coordinate i.  Heatmap cell k (stride s = input/output) is centred
   at input pixel ``s*k + (s-1)/2``: ``hm = (px - (s-1)/2)/s`` (:func:`px_to_hm`).
@@ -167,7 +167,8 @@ def hm_to_px(hm: Array, stride: int | float) -> Array:
 
 # --------------------------------------------------------------------------- gaussian widths
 def c2f_size_z(d2: int, sigma_2d: float = 2.0) -> int:
-    """C2F depth window (odd, in bins): ``2*floor((6*sigma_2d*d2/64 + 1)/2) + 1`` (spec §2.2).
+    """C2F depth window (odd, in bins): ``2*floor((6*sigma_2d*d2/64 + 1)/2) + 1``
+    (the C2F Torch code's window: six 2D sigmas, scaled from 64 bins to ``d2``).
 
     With sigma_2d = 2: d2 = 1, 2, 4 -> 1; 8 -> 3; 16 -> 5; 32 -> 7; 64 -> 13.
     """

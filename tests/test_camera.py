@@ -26,7 +26,7 @@ FIXTURE = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz
 if not FIXTURE.exists():  # repository copy, if the lead vendors it under tests/fixtures
     FIXTURE = Path(__file__).parent / "fixtures" / "c2f-vol-demo" / "valid.npz"
 
-# H36M S1 camera 54138969 (seed camera_all example / spec §6.3), p in H36M metadata order
+# H36M S1 camera 54138969 (the seed's camera_all example), p in H36M metadata order
 F = np.array([1145.049405, 1143.781096])
 C = np.array([512.541505, 515.451487])
 KD = np.array([-0.207099, 0.247775, -0.003075])

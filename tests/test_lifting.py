@@ -49,7 +49,7 @@ def test_azimuth_keeps_vertical_and_matches_formula():
     X = torch.randn(32, 17, 3, generator=g)
     Y = L.rotate(X, R)
     torch.testing.assert_close(Y[..., 1], X[..., 1])
-    th = torch.atan2(R[:, 0, 2], R[:, 0, 0])  # x' = x cosθ + z sinθ (spec Appendix B)
+    th = torch.atan2(R[:, 0, 2], R[:, 0, 0])  # x' = x cosθ + z sinθ (rotation about the vertical axis)
     torch.testing.assert_close(Y[..., 0], X[..., 0] * th.cos()[:, None] + X[..., 2] * th.sin()[:, None], atol=1e-5, rtol=0)
     assert th.abs().max() <= math.pi
 
@@ -299,7 +299,7 @@ def _clip_split(n_train: int, n_test: int, seed: int):
 @pytest.mark.slow
 def test_supervised_sanity_beats_flat():
     """Supervised depth regression with the same network: < 0.6 × flat P-MPJPE on held-out clip
-    frames (spec §7.3 test 3). (On the 394-frame H36M fixture split in halves a supervised lifter
+    frames. (On the 394-frame H36M fixture split in halves a supervised lifter
     overfits the 197 training poses and does not beat flat depth; the unsupervised test uses it.)"""
     torch.set_num_threads(1)
     x, X, xt, Xt = _clip_split(20000, 1000, seed=0)
@@ -312,7 +312,7 @@ def test_supervised_sanity_beats_flat():
     assert got < 0.6 * flat, (got, flat)
 
 
-#: Calibrated settings of the behavioural test (spec §7.3 "calibrated proposal", made cheaper):
+#: Calibrated settings of the behavioural test (made cheaper than the papers'):
 #: orthographic, azimuth only, G and D 128 wide with 2 residual blocks, batch 128, lr_G 1e-3,
 #: lr_D 1e-4, cap 0.9, w_2D 10, w_3D 0.001, Kudo heuristic 1.0, 4000 iterations.
 #: Measured (sign-agnostic P-MPJPE / flat, flat = 92.1 mm) at 4000 iterations for seeds 0, 1, 2:
@@ -327,7 +327,7 @@ UNSUP_SEEDS = [int(s) for s in os.environ.get("LIFT_TEST_SEEDS", "0").split(",")
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", UNSUP_SEEDS)
 def test_unsupervised_learns_depth_from_2d_alone(seed):
-    """The key behavioural test (spec §7.3 test 2): trained on 2D poses only (the first half of the
+    """The key behavioural test : trained on 2D poses only (the first half of the
     real H36M fixture seen from random azimuths), the lifter's depth beats flat depth on the held-out
     second half: sign-agnostic P-MPJPE < 0.93 × flat and depth correlation > 0.5.
     ``LIFT_TEST_SEEDS=0,1,2`` reruns the calibration."""

@@ -47,8 +47,8 @@ def _one_error_line(r) -> str:
 
 def test_broken_stages_yaml(run_cli, tmp_path):
     root = _root(tmp_path, None)
-    text = (root / "stages.yaml").read_text().replace("lr: 0.002", "lr: -0.002", 1)
-    (root / "stages.yaml").write_text(text)
+    head, _, train = (root / "stages.yaml").read_text().partition("\ntrain:")
+    (root / "stages.yaml").write_text(head + "\ntrain:" + train.replace("lr: 0.002", "lr: -0.002", 1))
     line = _one_error_line(_stage(run_cli, root, 2))
     assert "train.d2_02.lr: must be > 0" in line
     assert not (root / "outputs" / "stages").exists()

@@ -82,14 +82,12 @@ def test_render_3d_views_shape_and_azimuth_zero_matches_image_layout():
     assert mean_x(p165, viz.LEFT_COLOR) < mean_x(p165, viz.RIGHT_COLOR)
 
 
-def test_render_3d_views_overlay_and_matplotlib_backend():
+def test_render_3d_views_overlay():
     poses = [viz.Pose3D(POSE, color=viz.GT_COLOR, linestyle="--"), viz.Pose3D(POSE + 20)]
     a = viz.render_3d_views(poses, azimuths=(0, 90), size=120)
     assert a.shape == (120, 240, 3)
-    b = viz.render_3d_views(POSE, azimuths=(0,), size=150, backend="matplotlib")
-    assert b.shape == (150, 150, 3)
-    with pytest.raises(ValueError, match="backend"):
-        viz.render_3d_views(POSE, backend="vtk")
+    gt = np.all(a == viz.GT_COLOR, axis=-1).sum()
+    assert gt > 20  # the dashed ground truth is drawn in its own colour
     with pytest.raises(ValueError, match="azimuths"):
         viz.render_3d_views(POSE, azimuths=())
 
@@ -118,13 +116,11 @@ def test_heatmap_grid_shape_and_marks():
         viz.heatmap_grid(crop, hm[0], None)
 
 
-def test_plots_write_png(tmp_path):
+def test_plot_curves_writes_png(tmp_path):
     a = viz.plot_curves({"val": ([1, 2, 3], [3.0, 2.0, 1.5]), "train": ([1, 2, 3], [2.0, 1.0, 0.5])},
                         path=tmp_path / "c.png", logy=True)
-    b = viz.plot_bars({"Walking": 80.0, "Sitting": 120.0}, path=tmp_path / "b.png")
-    for arr, name in ((a, "c.png"), (b, "b.png")):
-        disk = cv2.imread(str(tmp_path / name))
-        assert disk is not None and disk.shape == arr.shape
+    disk = cv2.imread(str(tmp_path / "c.png"))
+    assert disk is not None and disk.shape == a.shape
     with pytest.raises(ValueError, match="curves"):
         viz.plot_curves({"x": ([1, 2], [1.0])})
 

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +213,21 @@ def shutdown_ray() -> None:
             ray.shutdown()
 
 
+def run_with_ray(run: Callable[[Any], Any], args: Any) -> int:
+    """``run(args)`` of a script that may start Ray, then shut down the Ray this process started."""
+    try:
+        run(args)
+    finally:
+        shutdown_ray()
+    return 0
+
+
 def run_cli(main, argv: list[str] | None = None) -> int:
-    """Run ``main(argv)``; a UserError / ConfigError becomes one ``error:`` line on stderr and exit 1, a
-    :class:`Stopped` its line and exit 143."""
+    """Run ``main(argv)`` with unbuffered output; a UserError / ConfigError becomes one ``error:`` line
+    on stderr and exit 1, a :class:`Stopped` its line and exit 143."""
     from workflows.config import ConfigError
 
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         return int(main(argv) or 0)
     except (UserError, ConfigError) as exc:

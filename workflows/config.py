@@ -57,7 +57,7 @@ import yaml
 
 from pose.data.augment import AugConfig
 from pose.data.synth.generate import LOOKS
-from pose.model import HEATMAP2_INITS, PRESETS, ModelConfig
+from pose.model import HEATMAP2_INITS, PRESETS, ModelConfig, stage_key
 from pose.targets import C2F_DEPTH_RANGE
 
 __all__ = [
@@ -527,13 +527,6 @@ def load_config(path: str | Path = "stages.yaml") -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # stage helpers
-def stage_key(d2: int) -> str:
-    """``16 -> "d2_16"`` (the key of a stage in ``train`` and its folder under outputs/stages)."""
-    if isinstance(d2, bool) or not isinstance(d2, int) or d2 < 1:
-        raise ValueError(f"d2 must be an integer >= 1, got {d2!r}")
-    return f"d2_{d2:02d}"
-
-
 def stage_chain(cfg: Mapping[str, Any], key: str) -> list[str]:
     """Keys from the first stage to ``key`` following ``init`` links (``[..., init, key]``)."""
     if key not in cfg["train"]:

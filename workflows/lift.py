@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from workflows.common import (
     ray_env_defaults,
     ray_storage,
     run_cli,
-    shutdown_ray,
+    run_with_ray,
 )
 
 MODES = ("supervised", "unsupervised")
@@ -290,14 +289,8 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run_lift(args)
-    finally:
-        shutdown_ray()
-    return 0
+    return run_with_ray(run_lift, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(run_cli(main))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from workflows.common import (
     ray_env_defaults,
     ray_storage,
     run_cli,
-    shutdown_ray,
+    run_with_ray,
 )
 from workflows.config import load_config, stage_key
 
@@ -180,14 +179,8 @@ def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run_stage(args)
-    finally:
-        shutdown_ray()
-    return 0
+    return run_with_ray(run_stage, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(run_cli(main))

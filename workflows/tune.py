@@ -44,7 +44,7 @@ from workflows.common import (
     ray_env_defaults,
     ray_storage,
     run_cli,
-    shutdown_ray,
+    run_with_ray,
 )
 from workflows.config import SEARCH_PARAMS, load_config, stage_key
 from workflows.runs import fingerprint, remove_run_dir, run_identity, run_name
@@ -494,13 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.apply:
         apply_best(args)
         return 0
-    try:
-        run_sweep(args)
-    finally:
-        shutdown_ray()
-    return 0
+    return run_with_ray(run_sweep, args)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(run_cli(main))

@@ -10,7 +10,7 @@ Ranges (those of the C2F and Integral training code, identical in both):
   ``skeleton.FLIP_PERM_17``, depth unchanged;
 - colour: every RGB channel × U(1 − color_factor, 1 + color_factor) (0.8..1.2), clipped.
 
-(The Caffe seed's own ranges, §6.3, are wider: scale U(0.7, 1.3), rotation U(−40°, 40°) always;
+(The Caffe seed's own ranges are wider: scale U(0.7, 1.3), rotation U(−40°, 40°) always;
 set the fields to reproduce them approximately.)
 """
 

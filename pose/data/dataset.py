@@ -8,7 +8,7 @@ Default ``bbox_enlarge`` comes from the split's meta.json: 1.28 for the seed lay
 is shown at 200 px inside a 256 canvas, like the Caffe seed's 1/1.12 shrink), 1.25 for the JSON
 layout (mks0601 ``process_bbox`` on the ×1.2 GT box).
 
-3D consistency under augmentation (our choice, cf. spec §6.3 "augmented 3D"): ``crop_to_raw``
+3D consistency under augmentation (our choice; the seeds leave 3D unaugmented): ``crop_to_raw``
 maps crop px back to raw camera px through the inverse of the whole augmentation (rotation,
 scale, mirror), so ``project(joints_3d, K) == apply_affine(joints_2d, crop_to_raw)`` for every
 sample. Rotation and scale leave ``joints_3d`` unchanged; a flip permutes it with the left/right

@@ -68,7 +68,8 @@ def normalize_2d(p, norm: str = "y_rms", eps: float = 1e-8):
 def random_rotation(n: int, azim_range: float = math.pi, elev_range: float = math.pi / 9,
                     generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """``(n, 3, 3)`` rotations ``R = R_elev(φ)·R_azim(θ)``, θ ~ U[−azim, azim] about the vertical (y)
-    axis, φ ~ U[−elev, elev] about the camera x axis (spec §2.2)."""
+    axis, φ ~ U[−elev, elev] about the camera x axis (Chen et al.'s random
+    rotation)."""
     u = torch.rand(n, 2, generator=generator, device=device) * 2 - 1
     th, ph = u[:, 0] * azim_range, u[:, 1] * elev_range
     ct, st, cp, sp = th.cos(), th.sin(), ph.cos(), ph.sin()

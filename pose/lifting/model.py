@@ -33,7 +33,8 @@ NOMINAL_UNIT_MM = 478.7
 class ResidualMLP(nn.Module):
     """Martinez' residual MLP: Lin → [BN] → ReLU → Drop, ``blocks`` × (2 such layers + skip), Lin.
 
-    ``(B, in_dim) → (B, out_dim)``. ``batch_norm=False`` is the discriminator variant (spec §1.2).
+    ``(B, in_dim) → (B, out_dim)``. ``batch_norm=False`` is the discriminator variant (Chen et al.'s
+    discriminator has no batch normalisation).
     """
 
     def __init__(self, in_dim: int, out_dim: int, width: int = 1024, blocks: int = 4,
@@ -118,9 +119,9 @@ class Lifter(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """2D-pose discriminator ``(B, 17, 2) → (B, 1)`` logits: residual MLP without BN (spec §1.2).
+    """2D-pose discriminator ``(B, 17, 2) → (B, 1)`` logits: residual MLP without BN (as Chen et al.).
 
-    The temporal discriminator (spec §2.5) is the same network applied to frame differences.
+    The temporal discriminator (Chen et al.'s variant for sequences) is the same network applied to frame differences.
     """
 
     def __init__(self, width: int = 1024, blocks: int = 3, dropout: float = 0.0) -> None:
@@ -182,7 +183,7 @@ def lift_2d(lifter: Lifter, joints_2d_px) -> np.ndarray:
     The 2D poses are root-centred and scale-normalised (so any pixel frame with square pixels works);
     the unit-space 3D output is multiplied by ``lifter.unit_mm``. The camera frame's axes apply:
     x right, y down, z away from the camera. Unsupervised lifters have a global depth-sign ambiguity
-    (spec §7.2) unless trained with the heuristic loss.
+    (the inversion ambiguity of lifting from 2D alone) unless trained with the heuristic loss.
     """
     arr = np.asarray(joints_2d_px, dtype=np.float64)
     if arr.ndim == 2:

@@ -51,7 +51,7 @@ _HEUR = (9, 8, 14, 11)
 
 @dataclass
 class CycleOutput:
-    """Tensors of one lift → rotate → project → lift → rotate back → project cycle (spec §2.3)."""
+    """Tensors of one lift → rotate → project → lift → rotate back → project cycle (Chen et al.'s self-consistency)."""
 
     X: torch.Tensor        # first lift (B,J,3)
     X_rot: torch.Tensor    # X̃ = R X (B,J,3)
@@ -76,7 +76,8 @@ def cycle(model: Lifter | Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
 
 
 def cycle_losses(out: CycleOutput, x: torch.Tensor, stop_grad_3d: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L_2D, L_3D)``: mean squared ``x̂ − x`` and ``X̂' − X̃`` (spec §2.3)."""
+    """``(L_2D, L_3D)``: mean squared ``x̂ − x`` and ``X̂' − X̃`` (Chen et al.'s 2D and 3D
+    consistency terms)."""
     l2d = (out.x_back - x).pow(2).mean()
     target = out.X_rot.detach() if stop_grad_3d else out.X_rot
     l3d = (out.X_rot2 - target).pow(2).mean()
@@ -121,7 +122,8 @@ def kudo_heuristic_loss(X: torch.Tensor) -> torch.Tensor:
 @dataclass
 class UnsupervisedConfig:
     """Chen et al. self-supervision. Defaults are the paper's weights (w_2D 10, w_3D 0.001, w_T 1)
-    with the spec's calibrated learning rates (lifter 1e-3, discriminator 1e-4; §7.3)."""
+    with learning rates calibrated on Human3.6M poses (lifter 1e-3, discriminator 1e-4: a
+    discriminator that learns faster than the lifter wins and the lifter collapses)."""
 
     lifter: LifterConfig = field(default_factory=LifterConfig)
     disc_width: int = 1024

@@ -15,7 +15,7 @@ Main entry points:
 - :func:`pose_panel` — the picture written by ``pose predict``: image with 2D skeleton beside
   the 3D skeleton from several azimuths (default 0°, 15°, 165°, as in the chen-cvpr2019 demo).
 - :func:`heatmap_grid` — every joint's 2D heatmap (on the input crop) and depth profile.
-- :func:`plot_curves`, :func:`plot_bars` — simple training-curve / metric plots.
+- :func:`plot_curves` — training curves.
 """
 
 from __future__ import annotations
@@ -126,19 +126,6 @@ def resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(img, (new_w, height), interpolation=interp)
 
 
-def hstack_panels(panels: Sequence[np.ndarray], height: int | None = None, gap: int = 0) -> np.ndarray:
-    """Put RGB panels side by side, each resized to ``height`` (default: the first panel's height)."""
-    if not panels:
-        raise ValueError("panels: need at least one panel")
-    height = int(height or np.asarray(panels[0]).shape[0])
-    parts: list[np.ndarray] = []
-    for i, p in enumerate(panels):
-        if i and gap:
-            parts.append(np.full((height, gap, 3), 255, np.uint8))
-        parts.append(resize_to_height(p, height))
-    return np.concatenate(parts, axis=1)
-
-
 def vstack_panels(rows: Sequence[np.ndarray]) -> np.ndarray:
     """Stack RGB rows vertically, padding narrower rows with white on the right."""
     if not rows:
@@ -242,7 +229,7 @@ class Pose3D:
 
     joints: (17, 3) camera-frame mm (X right, Y down, Z forward); root-relative or absolute.
     color: one RGB colour, or ``None`` for left/right/centre colours.
-    linestyle: matplotlib line style (``"-"`` prediction, ``"--"`` ground truth).
+    linestyle: ``"-"`` solid (prediction) or anything else for dashed (``"--"``, ground truth).
     label: legend text (optional).
     """
 
@@ -251,68 +238,6 @@ class Pose3D:
     linestyle: str = "-"
     label: str | None = None
     linewidth: float = 2.0
-
-
-def _to_plot_coords(joints: np.ndarray, root: np.ndarray) -> np.ndarray:
-    """Camera frame (X right, Y down, Z fwd) → matplotlib 3D (x = X, y = Z, z = −Y), root at origin."""
-    d = joints - root
-    return np.stack([d[:, 0], d[:, 2], -d[:, 1]], axis=1)
-
-
-def _rgb01(c: tuple[int, int, int]) -> tuple[float, float, float]:
-    return (c[0] / 255.0, c[1] / 255.0, c[2] / 255.0)
-
-
-def plot_skeleton_3d(
-    ax,
-    poses: Sequence[Pose3D],
-    azimuth: float = 0.0,
-    elevation: float = 10.0,
-    radius: float | None = None,
-    title: str | None = None,
-) -> None:
-    """Draw skeletons on a matplotlib 3D axes, seen from ``azimuth`` degrees about the vertical.
-
-    Azimuth 0 looks along the camera's optical axis (the view of the input image: the person's
-    right side on the left of the panel when facing the camera); positive azimuths rotate the
-    viewpoint about the vertical axis through the first pose's root. Orthographic projection,
-    equal axis scales, all poses translated by the *first* pose's root (joint 0).
-    """
-    if not poses:
-        raise ValueError("poses: need at least one pose")
-    root = _check_joints(poses[0].joints, 3, "poses[0].joints")[0].copy()
-    pts_all = []
-    for pose in poses:
-        j = _check_joints(pose.joints, 3, "pose.joints")
-        p = _to_plot_coords(j, root)
-        pts_all.append(p)
-        for a, b in BONES_17:
-            if not (np.isfinite(p[a]).all() and np.isfinite(p[b]).all()):
-                continue
-            col = _rgb01(pose.color or bone_color(a, b))
-            ax.plot(*zip(p[a], p[b], strict=True), color=col, linestyle=pose.linestyle, linewidth=pose.linewidth)
-        fin = np.isfinite(p).all(axis=1)
-        cols = [_rgb01(pose.color or joint_color(k)) for k in range(len(p)) if fin[k]]
-        ax.scatter(p[fin, 0], p[fin, 1], p[fin, 2], c=cols, s=8, depthshade=False, label=pose.label)
-    allp = np.concatenate(pts_all)
-    allp = allp[np.isfinite(allp).all(axis=1)]
-    if radius is None:
-        radius = float(np.abs(allp).max()) * 1.1 if allp.size else 1000.0
-        radius = max(radius, 300.0)
-    ax.set_xlim(-radius, radius)
-    ax.set_ylim(-radius, radius)
-    ax.set_zlim(-radius, radius)
-    ax.set_box_aspect((1, 1, 1), zoom=1.25)
-    ax.set_proj_type("ortho")
-    ax.view_init(elev=elevation, azim=-90.0 + float(azimuth))
-    ax.set_xticklabels([])
-    ax.set_yticklabels([])
-    ax.set_zticklabels([])
-    ax.tick_params(length=0)
-    if title:
-        ax.set_title(title, fontsize=9)
-    if any(p.label for p in poses):
-        ax.legend(loc="lower left", fontsize=7, frameon=False)
 
 
 def view_rotation(azimuth: float, elevation: float = 0.0) -> np.ndarray:
@@ -430,10 +355,9 @@ def render_3d_views(
     size: int = 400,
     elevation: float = 10.0,
     titles: Sequence[str] | None = None,
-    backend: str = "cv2",
-    dpi: int = 100,
 ) -> np.ndarray:
-    """Render skeletons from several azimuths into one RGB row of ``size``×``size`` panels.
+    """Render skeletons from several azimuths into one RGB row of ``size``×``size`` panels
+    (orthographic, with a floor grid; a grey dot marks the camera's side).
 
     Args:
         poses: a (17, 3) array (camera mm) or a list of :class:`Pose3D` (drawn on top of each other,
@@ -441,8 +365,6 @@ def render_3d_views(
         azimuths: view azimuths in degrees (0 = the camera's view, see :func:`view_rotation`).
         size: panel side in pixels.
         elevation: degrees, positive = seen slightly from above.
-        backend: ``"cv2"`` (fast orthographic renderer with a floor grid, default; a grey dot marks
-            the camera's side) or ``"matplotlib"`` (mplot3d, Agg; ~100× slower).
     Returns:
         (size, len(azimuths)·size, 3) uint8 RGB.
     """
@@ -452,23 +374,10 @@ def render_3d_views(
     if int(size) < 16:
         raise ValueError(f"size: expected >= 16 px, got {size}")
     size = int(size)
-    n = len(azimuths)
     centre3, radius = _view_frame(plist)
     names = list(titles) if titles else [f"{az:g} deg" for az in azimuths]
-    if backend == "cv2":
-        return np.concatenate([_render_view_cv2(plist, az, elevation, size, centre3, radius, names[i])
-                               for i, az in enumerate(azimuths)], axis=1)
-    if backend != "matplotlib":
-        raise ValueError(f"backend: expected 'cv2' or 'matplotlib', got {backend!r}")
-    fig = plt.figure(figsize=(size * n / dpi, size / dpi), dpi=dpi)
-    for i, az in enumerate(azimuths):
-        ax = fig.add_axes((i / n, 0.0, 1.0 / n, 0.92), projection="3d")
-        plot_skeleton_3d(ax, plist, azimuth=az, elevation=elevation, radius=radius)
-        fig.text((i + 0.5) / n, 0.97, names[i], ha="center", va="top", fontsize=9)
-    out = figure_to_array(fig)
-    if out.shape[:2] != (size, size * n):  # guard against rounding of figsize·dpi
-        out = cv2.resize(out, (size * n, size), interpolation=cv2.INTER_AREA)
-    return out
+    return np.concatenate([_render_view_cv2(plist, az, elevation, size, centre3, radius, names[i])
+                           for i, az in enumerate(azimuths)], axis=1)
 
 
 def pose_panel(
@@ -650,37 +559,6 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    img = figure_to_array(fig)
-    if path is not None:
-        save_png(path, img)
-    return img
-
-
-def plot_bars(
-    values: Mapping[str, float],
-    *,
-    ylabel: str = "",
-    title: str | None = None,
-    size: tuple[float, float] = (8.0, 4.0),
-    dpi: int = 100,
-    path: str | os.PathLike | None = None,
-) -> np.ndarray:
-    """Bar chart of named values (e.g. per-action MPJPE), value printed on each bar; optional PNG ``path``."""
-    if not values:
-        raise ValueError("values: need at least one value")
-    names = list(values)
-    vals = np.asarray([float(values[k]) for k in names])
-    fig = plt.figure(figsize=size, dpi=dpi)
-    ax = fig.add_subplot(1, 1, 1)
-    bars = ax.bar(range(len(names)), vals, color="#4a7bd0")
-    for b, v in zip(bars, vals, strict=True):
-        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{v:.1f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
     fig.tight_layout()
     img = figure_to_array(fig)
     if path is not None:
