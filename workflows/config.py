@@ -56,7 +56,6 @@ from typing import Any
 import yaml
 
 from pose.data.augment import AugConfig
-from pose.data.synth.generate import LOOKS
 from pose.model import HEATMAP2_INITS, PRESETS, ModelConfig, stage_key
 from pose.targets import C2F_DEPTH_RANGE
 
@@ -170,7 +169,9 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "synth_seed": _F("int", 0),
         "synth_limb_mix": _F("float", 0.0, check=_unit),
         "synth_tilt": _F("float", 0.0, check=_unit),
-        "synth_looks": _F("str", "sequence", choices=LOOKS),
+        # pose.data.synth.generate.LOOKS, copied: importing the renderer would make it a code dependency
+        # of every DVC stage (tests/test_config.py checks the two agree)
+        "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),
         "on_bad": _F("str", "skip", choices=("skip", "fail")),
         "max_skip_fraction": _F("float", 0.01, check=_unit),
         "aug": _F("any", True),
@@ -527,6 +528,30 @@ def load_config(path: str | Path = "stages.yaml") -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # stage helpers
+#: stage settings a train config may override at its top level (a Tune trial's samples)
+OVERRIDABLE = ("lr", "ratio_3d", "heatmap2_std", "epochs", "iterations", "batch_size")
+
+
+def effective_stage(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The stage settings (``config["stage_cfg"]``) of a train config with its top-level overrides
+    (Tune samples) applied.
+
+    A sampled ``heatmap2_std`` implies ``heatmap2_init: normal`` (the std of a re-initialised head;
+    a resampled head has none), so that sweeping it is never a silent no-op.
+    """
+    st = dict(config.get("stage_cfg") or {})
+    for k in OVERRIDABLE:
+        if k in config and config[k] is not None:
+            st[k] = config[k]
+            if k == "epochs":
+                st["iterations"] = None
+            if k == "iterations":
+                st["epochs"] = None
+            if k == "heatmap2_std":
+                st["heatmap2_init"] = "normal"
+    return st
+
+
 def stage_chain(cfg: Mapping[str, Any], key: str) -> list[str]:
     """Keys from the first stage to ``key`` following ``init`` links (``[..., init, key]``)."""
     if key not in cfg["train"]:

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from workflows.config import effective_stage
+
 __all__ = [
     "BOARD_NAMESPACE",
     "RESULT_FREE_STAGE_KEYS",
@@ -81,8 +83,6 @@ def code_digest() -> str:
 
 def run_identity(tc: Mapping[str, Any], workers: int | list[int], use_gpu: bool) -> dict[str, Any]:
     """Everything that decides the result of the run of train config ``tc`` (see the module docstring)."""
-    from workflows.train_loop import effective_stage
-
     stage = {k: v for k, v in effective_stage(tc).items() if k not in RESULT_FREE_STAGE_KEYS}
     data = tc["data"]
     return {

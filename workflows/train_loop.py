@@ -61,13 +61,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from workflows.config import effective_stage
+
 __all__ = [
     "CURVE_FIELDS",
     "WorkerContext",
     "WorkerStopped",
     "build_train_config",
     "check_inputs",
-    "effective_stage",
     "forward",
     "local_context",
     "make_model",
@@ -79,7 +80,6 @@ __all__ = [
 ]
 
 CURVE_FIELDS = ("epoch", "iteration", "loss", "val_mpjpe", "val_mpjpe_soft", "lr", "epoch_time_s")
-OVERRIDABLE = ("lr", "ratio_3d", "heatmap2_std", "epochs", "iterations", "batch_size")
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,25 +129,6 @@ def build_train_config(
         "board": None,
         "fingerprint": None,
     }
-
-
-def effective_stage(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The stage settings with top-level overrides (Tune samples) applied.
-
-    A sampled ``heatmap2_std`` implies ``heatmap2_init: normal`` (the std of a re-initialised head;
-    a resampled head has none), so that sweeping it is never a silent no-op.
-    """
-    st = dict(config.get("stage_cfg") or {})
-    for k in OVERRIDABLE:
-        if k in config and config[k] is not None:
-            st[k] = config[k]
-            if k == "epochs":
-                st["iterations"] = None
-            if k == "iterations":
-                st["epochs"] = None
-            if k == "heatmap2_std":
-                st["heatmap2_init"] = "normal"
-    return st
 
 
 def model_config(config: Mapping[str, Any], heatmap2_std: float):

@@ -471,7 +471,7 @@ def apply_best(args: argparse.Namespace) -> dict[str, float]:
     for k, v in params.items():
         entry[k] = float(f"{float(v):.6g}")
     changed_init = "heatmap2_std" in params and entry.get("heatmap2_init", "normal") != "normal"
-    if changed_init:  # the trials re-initialised heatmap2 (train_loop.effective_stage): so does the stage
+    if changed_init:  # the trials re-initialised heatmap2 (config.effective_stage): so does the stage
         entry["heatmap2_init"] = "normal"
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
     with open(tmp, "w") as f:
