@@ -270,7 +270,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     print(f"[lift {args.mode}] Ray Train: {params['iterations']} iterations, storage {storage}", flush=True)
     # one worker: the two-optimiser GAN loop is not data-parallel
     result = run_train_job(train_func, tc, what=f"lift {args.mode}", storage_path=storage, workers=1,
-                           cpus_per_worker=cpus).result
+                           cpus_per_worker=cpus, name_prefix=f"lift-{args.mode}").result
     if result.checkpoint is None:
         raise UserError(f"lift {args.mode} reported no checkpoint (run folder {result.path})")
     out_dir = Path(args.out).resolve() if args.out else outputs_dir(root, "lift", args.mode)

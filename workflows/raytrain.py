@@ -41,12 +41,13 @@ def run_train_job(
     max_failures: int = 0,
     board: bool = False,
     on_failure: Callable[[], str] | None = None,
+    name_prefix: str = "attempt",
 ) -> TrainJob:
     """Run ``train_func(config)`` on ``workers`` Ray Train workers until it returns.
 
     Args:
         what: how messages name the job ("stage d2_16", "lift supervised").
-        storage_path: Ray's ``storage_path``; each call is a fresh Ray run (``attempt-<time>``) there.
+        storage_path: Ray's ``storage_path``; each call is a fresh Ray run (``<name_prefix>-<time>-<id>``) there.
         max_failures: worker-group restarts (``FailureConfig``); the train function resumes by itself.
         board: make a :class:`workflows.runs.RunBoard` (its name goes to ``config["board"]``) and, while
             fitting, turn SIGTERM to this driver into a stop request to the workers.
@@ -75,7 +76,7 @@ def run_train_job(
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=tuple(workers) if isinstance(workers, list) else int(workers),
                                      use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=time.strftime("attempt-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+        run_config=RunConfig(name=time.strftime(f"{name_prefix}-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
                              storage_path=storage_path, failure_config=FailureConfig(max_failures=max_failures)),
     )
     with stop_on_sigterm(actor, f"[{what}]") as stop:
