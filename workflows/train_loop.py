@@ -616,8 +616,10 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
                 name = k if k.startswith("loss") else f"loss_{k}"
                 pos.sums[name] = pos.sums.get(name, 0.0) + float(v)
             if rank == 0 and (pos.iteration % st["log_every"] == 0 or pos.iteration == total):
+                rate = here / max(time.time() - t0, 1e-9)
+                eta = int(round((total - pos.iteration) / max(rate, 1e-9)))
                 print(f"{tag} epoch {epoch + 1}/{epochs} it {pos.iteration}/{total} loss "
-                      f"{pos.sums['loss'] / pos.nb:.5f} lr {lr:.3g} ({here / max(time.time() - t0, 1e-9):.1f} it/s)",
+                      f"{pos.sums['loss'] / pos.nb:.5f} lr {lr:.3g} ({rate:.1f} it/s, ETA {eta // 60}:{eta % 60:02d})",
                       flush=True)
             if any(stop):
                 return _stop(save, pos, stop, wc, tag, run, device)
