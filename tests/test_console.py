@@ -39,6 +39,53 @@ def test_filter_shows_ours_and_logs_rays():
     assert "\x1b" not in log.getvalue() and (f.shown, f.hidden) == (4, 3)
 
 
+def test_filter_shows_worker_tracebacks_and_error_records():
+    """A training worker's traceback (followed per process, chained ones included) and its ERROR records
+    reach the terminal with Ray's prefix; the lines around them, and other processes' errors, stay in the
+    log."""
+    term, log = io.StringIO(), io.StringIO()
+    f = RayLineFilter(term, log)
+    w1, w2 = "\x1b[36m(RayTrainWorker pid=11)\x1b[0m ", "(RayTrainWorker pid=22) "
+    lines = [
+        w1 + "Reporting training result 1: TrainingReport(checkpoint=None)",
+        w1 + "Traceback (most recent call last):",
+        w2 + "Reporting training result 1: TrainingReport(checkpoint=None)",
+        w1 + '  File "/work/pose/data/packed.py", line 80, in _decode',
+        w1 + "    raise ValueError(msg)",
+        w1 + "ValueError: image does not decode",
+        w1 + "",
+        w1 + "The above exception was the direct cause of the following exception:",
+        w1 + "",
+        w1 + "Traceback (most recent call last):",
+        w1 + '  File "/work/workflows/train_loop.py", line 500, in run_worker',
+        w1 + "RuntimeError: batch 3 failed",
+        w1 + "[2026-12-05 06:10:12,506 E 11 12] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher'",
+        w2 + "2026-12-05 06:12:20,771\tERROR train_loop.py:99 -- a worker's error record",
+        w2 + "2026-12-05 06:12:20,772\tINFO train_loop.py:100 -- an info record",
+        "(TrainController pid=45) Traceback (most recent call last):",  # the controller's copy: logged only
+        "(TrainController pid=45) ray.train.WorkerGroupError: Training failed due to worker errors:",
+        "(PlacementGroupCleaner pid=46) 2026-12-05 06:12:20,771\tERROR cleaner.py:9 -- not a worker",
+    ]
+    f.write("\n".join(lines) + "\n")
+    shown = term.getvalue().splitlines()
+    assert shown == [
+        "(RayTrainWorker pid=11) Traceback (most recent call last):",
+        '(RayTrainWorker pid=11)   File "/work/pose/data/packed.py", line 80, in _decode',
+        "(RayTrainWorker pid=11)     raise ValueError(msg)",
+        "(RayTrainWorker pid=11) ValueError: image does not decode",
+        "(RayTrainWorker pid=11) ",
+        "(RayTrainWorker pid=11) The above exception was the direct cause of the following exception:",
+        "(RayTrainWorker pid=11) ",
+        "(RayTrainWorker pid=11) Traceback (most recent call last):",
+        '(RayTrainWorker pid=11)   File "/work/workflows/train_loop.py", line 500, in run_worker',
+        "(RayTrainWorker pid=11) RuntimeError: batch 3 failed",
+        "(RayTrainWorker pid=22) 2026-12-05 06:12:20,771\tERROR train_loop.py:99 -- a worker's error record",
+    ]
+    logged = log.getvalue().splitlines()
+    assert len(logged) == len(lines) and "\x1b" not in log.getvalue()  # the log keeps every line
+    assert (f.shown, f.hidden) == (len(shown), len(lines))
+
+
 def _root(tmp_path: Path, packed: Path, name: str, **ray) -> Path:
     root = tmp_path / name
     (root / "outputs" / "data").mkdir(parents=True)
@@ -85,4 +132,12 @@ def test_stage_output_quiet_verbose_and_errors(run_cli, tmp_path, micro_packed):
     assert len(errors) == 1 and "stage d2_02 failed during training" in errors[0], e.stderr[-3000:]
     assert "image does not decode" in errors[0]
     assert f"worker logs in {bad / 'outputs' / 'logs' / 'd2_02.log'}" in errors[0]
-    assert [ln for ln in (e.stdout + e.stderr).splitlines() if "TrainingReport(" in ln or "pid=" in ln] == []
+    # the worker's traceback reaches the terminal in full (with Ray's prefix); Ray's other lines do not
+    terminal = (e.stdout + e.stderr).splitlines()
+    assert [ln for ln in terminal if "TrainingReport(" in ln] == []
+    tb = [ln for ln in terminal if "pid=" in ln]
+    assert any(ln.endswith(") Traceback (most recent call last):") for ln in tb), e.stderr[-3000:]
+    assert any(re.search(r"\) ValueError: .*image does not decode", ln) for ln in tb), e.stderr[-3000:]
+    bad_log = (bad / "outputs" / "logs" / "d2_02.log").read_text()
+    assert all(ln in bad_log for ln in tb)  # and they are in the log file too
+
