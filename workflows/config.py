@@ -19,7 +19,7 @@ Layout (every section is a mapping; unknown keys are errors)::
     ray:      {num_workers: N | [min, max], use_gpu, cpus_per_worker, max_failures, checkpoint_every, keep_runs}
     wandb:    {enabled, project, mode, entity}
     lift:     {supervised: {...}, unsupervised: {...}}   (scalars / lists of scalars; read by workflows/lift.py)
-    tune:     {stage, metric, mode, num_samples, max_concurrent, epochs, search: {...}, asha: {...}}
+    tune:     {stage, metric, mode, num_samples, max_concurrent, epochs, search: {...}, asha: {...}, searcher, seed}
 
 A stage's effective settings are ``stage_defaults`` overridden by its own entry, with the defaults
 of :data:`STAGE_FIELDS` for keys neither gives; ``validate`` returns them in full under ``train``.
@@ -212,6 +212,9 @@ TUNE_FIELDS: dict[str, _F] = {
     "epochs": _F("int", None, null=True, check=_ge1),
     "search": _F("any", _REQUIRED),
     "asha": _F("any", {"grace_period": 1, "reduction_factor": 2}),
+    # random: Tune's random search; optuna: Optuna's TPE (model-based) through Ray Tune's OptunaSearch
+    "searcher": _F("str", "random", choices=("random", "optuna")),
+    "seed": _F("int", None, null=True),  # the searcher's seed; null: the top-level seed
 }
 SEARCH_PARAMS = ("ratio_3d", "heatmap2_std", "lr")
 TOP_LEVEL = ("profile", "seed", "model", "targets", "data", "stage_defaults", "train", "evaluate", "ray", "wandb",
