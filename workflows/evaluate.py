@@ -21,6 +21,10 @@ Outputs (``outputs/eval/``): ``metrics.json`` (DVC metrics), ``mpjpe_per_stage.c
 ``training_curves.png`` (from each stage's ``curve.csv``), and ``report.html``: the same tables, the
 plots and a gallery of the final stage's best and worst test frames in one self-contained page
 (``workflows/report_html.py``, ``workflows/gallery.py``). Written atomically as a set.
+
+With ``wandb.enabled`` (or ``--wandb``) the tables (``wandb.Table``), plots and gallery also go to one
+wandb run (``job_type: evaluate``) in the curriculum's group, beside the stages' runs
+(``workflows/wandb_log.py``).
 """
 
 from __future__ import annotations
@@ -243,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
     p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/eval)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--wandb", action="store_true", default=None,
+                   help="log the tables and plots to the curriculum's wandb group (also wandb.enabled)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     root = project_root(args.root)
@@ -275,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(tmp_plots, ignore_errors=True)
+    if args.wandb or cfg["wandb"]["enabled"]:
+        from workflows.wandb_log import log_evaluation
+
+        group = log_evaluation(cfg, root, result, [(c, out / n) for c, n in (
+            ("Test MPJPE per curriculum stage", "mpjpe_per_stage.png"),
+            ("Validation MPJPE over the curriculum", "training_curves.png")) if (out / n).is_file()])
+        print(f"[evaluate] wandb {cfg['wandb']['mode']}: tables and plots in group {group}")
     f = result["metrics"]["final"]
     print(f"[evaluate] final {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs mean pose "
           f"{f['baseline_mean_pose']:.1f} mm (reduction {100 * f['reduction_vs_baseline']:.1f} %); wrote {out}")
