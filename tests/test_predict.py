@@ -104,7 +104,8 @@ def test_predict_cli_json_schema_and_pngs(rendered, ckpt, tmp_path):
 def test_predict_cli_full_image_joints_inside_crop_box(rendered, ckpt, tmp_path):
     img = rendered["images"][5]
     out = tmp_path / "o"
-    assert pose_main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]) == 0
+    assert pose_main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress",
+                      "--no-detect"]) == 0
     d = json.loads((out / f"{img.stem}.json").read_text())
     half = 224 * 1.28 / 2  # crop box of the whole image, enlarged as in training
     _check_schema(d, 224, 224, camera=False, inside=(111.5 - half, 111.5 - half, 111.5 + half, 111.5 + half))
@@ -245,7 +246,7 @@ def test_predict_cli_lifter(rendered, ckpt, tmp_path):
     out = tmp_path / "out"
     img = rendered["images"][0]
     assert pose_main(["predict", str(img), "--checkpoint", str(ckpt), "--lifter", str(lpath), "--out", str(out),
-                      "--no-progress", "--height", "100"]) == 0
+                      "--no-progress", "--height", "100", "--no-detect"]) == 0
     d = json.loads((out / f"{img.stem}.json").read_text())
     lifted = np.asarray(d["lifted_3d_mm"])
     assert lifted.shape == (17, 3) and np.isfinite(lifted).all()

@@ -18,11 +18,16 @@ from workflows.config import make_profile, write_config
 STAGE = Path(__file__).resolve().parent.parent / "workflows" / "stage.py"
 
 
-def _root(tmp_path: Path, packed: Path | None, **stage_overrides) -> Path:
-    """A project root with a micro stages.yaml and (optionally) the packed data linked in."""
+def _root(tmp_path: Path, packed: Path | None, stages: list[str] | None = None, wandb: bool = False,
+          **stage_overrides) -> Path:
+    """A project root with a micro stages.yaml (only ``stages`` of its curriculum when given; wandb
+    offline when ``wandb``) and (optionally) the packed data linked in."""
     root = tmp_path / "proj"
     root.mkdir()
     cfg = make_profile("micro")
+    if stages:
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k in stages}
+    cfg["wandb"]["enabled"] = wandb
     for key, over in stage_overrides.items():
         cfg["train"][key].update(over)
     write_config(cfg, root / "stages.yaml")
@@ -154,7 +159,7 @@ def test_checkpoint_handover_between_stages(run_cli, tmp_path, micro_packed):
     upsample``, as the default's). BN running statistics are buffers and do move; they are not
     compared.
     """
-    root = _root(tmp_path, micro_packed, d2_04={"lr": 1e-12})
+    root = _root(tmp_path, micro_packed, stages=["d2_02", "d2_04"], wandb=True, d2_04={"lr": 1e-12})
     r1 = _stage(run_cli, root, 2)
     assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
     r2 = _stage(run_cli, root, 4, "--num-workers", "1")
@@ -192,6 +197,45 @@ def test_checkpoint_handover_between_stages(run_cli, tmp_path, micro_packed):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
     cfg = yaml.safe_load((root / "stages.yaml").read_text())
     assert cfg["train"]["d2_04"]["lr"] == pytest.approx(1e-12)
+
+    # ---- one curriculum, one wandb view (wandb.enabled, offline): the evaluation joins the stages' group
+    r4 = run_cli([sys.executable, "-m", "workflows.evaluate", "--config", root / "stages.yaml", "--root", root],
+                 cwd=root)
+    assert r4.returncode == 0, r4.stdout[-3000:] + r4.stderr[-3000:]
+    _assert_one_wandb_view(root, {"d2_02": 2, "d2_04": 2}, m["run_name"])
+
+
+def _assert_one_wandb_view(root: Path, iterations: dict[str, int], d2_04_run: str) -> None:
+    """The offline runs of the curriculum: one group; each stage a run (job_type stage) with its config,
+    per-epoch metrics on the curriculum's step axis, validation pictures and its model artifact; the
+    evaluation a run (job_type evaluate) with its tables and plots."""
+    from workflows.tracking import offline_runs, read_offline_run
+    from workflows.wandb_log import CURRICULUM_STEP
+
+    runs = [read_offline_run(d) for d in offline_runs(root / "outputs" / "wandb")]
+    groups = {r["group"] for r in runs}
+    assert len(groups) == 1 and next(iter(groups)).startswith("curriculum-"), groups
+    stages = [r for r in runs if r["job_type"] == "stage"]
+    evals = [r for r in runs if r["job_type"] == "evaluate"]
+    assert len(evals) == 1 and len(runs) == len(stages) + 1
+    assert {r["name"] for r in stages} == set(iterations)
+    assert d2_04_run in {r["run_id"] for r in stages}  # the stage run's name is its wandb id
+    offset = 0
+    for key, its in iterations.items():
+        for run in (r for r in stages if r["name"] == key):  # d2_04 ran twice (same id: the same run)
+            assert run["config"]["stage"] == key and run["config"]["stage_cfg"]["d2"] == int(key[3:])
+            hist = [h for h in run["history"] if "val_mpjpe" in h]
+            assert [h[CURRICULUM_STEP] for h in hist] == [offset + its]  # one epoch, after the stages before
+            assert hist[-1]["val/frames._type"] == "images/separated" and len(hist[-1]["val/frames.captions"]) == 4
+            assert len([f for f in run["media"] if f.startswith("media/images/val/frames")]) == 4
+            assert run["artifacts"] == [{"name": f"model-{key}", "type": "model", "files": ["model.pt"]}]
+        offset += its
+    ev = evals[0]
+    logged = ev["history"][0]
+    assert logged["eval/per_stage._type"] == "table-file" and logged["eval/per_action._type"] == "table-file"
+    assert logged["eval/per_stage.nrows"] == len(iterations)
+    assert {"eval/mpjpe_per_stage._type", "eval/training_curves._type"} <= set(logged)
+    assert ev["summary"]["final/stage"] == "d2_04" and ev["summary"]["final/mpjpe_argmax"] > 0
 
 
 def _local_run(root: Path, key: str, out: Path, **overrides):

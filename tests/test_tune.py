@@ -109,13 +109,59 @@ def test_bad_budget_and_apply_without_sweep(run_cli, tmp_path):
     assert (root / "stages.yaml").read_text() == before
 
 
+def _suggestions(searcher: str, seed: int, n: int, max_concurrent: int = 1) -> list[dict]:
+    """What the sweep's searcher (workflows.tune.make_searcher) proposes for the micro search space, without
+    training: each trial's result (a made-up val_mpjpe, best at ratio_3d = 1) told back before the next one
+    when ``max_concurrent`` is 1, else ``max_concurrent`` proposals at once (as at a sweep's start)."""
+    from workflows.tune import make_searcher, search_space
+
+    space = search_space(make_profile("micro")["tune"]["search"])
+    out: list[dict] = []
+    if searcher == "random":  # Tune's generator of trials: the configs of the trials it makes (all at once)
+        alg = make_searcher(searcher, seed, n, n)
+        alg.add_configurations({"sweep": {"run": lambda config: None, "config": space, "num_samples": n}})
+        while (trial := alg.next_trial()) is not None:
+            out.append(trial.config)
+        return out
+    alg = make_searcher(searcher, seed, max_concurrent, n)
+    alg.set_search_properties("val_mpjpe", "min", space)
+    for i in range(n):
+        config = alg.suggest(f"t{i}")
+        if config is None:  # the concurrency limit: as many as max_concurrent before any result
+            break
+        out.append(config)
+        if max_concurrent == 1:
+            alg.on_trial_complete(f"t{i}", {"val_mpjpe": 100.0 * abs(math.log(config["ratio_3d"]))})
+    return out
+
+
+@pytest.mark.parametrize("searcher", ["random", "optuna"])
+def test_a_seeded_searcher_samples_the_same_trials(searcher):
+    """tune.searcher + tune.seed: the same sweep twice samples the same trials (Optuna's TPE too, given the
+    same results in the same order); another seed samples others; every value lies in its range."""
+    from workflows.tune import tpe_startup_trials
+
+    first, again, other = (_suggestions(searcher, seed, 6) for seed in (5, 5, 6))
+    assert len(first) == 6 and first == again and first != other
+    search = make_profile("micro")["tune"]["search"]
+    for config in first + other:
+        assert set(config) == set(search)
+        for name, sp in search.items():
+            assert sp["lo"] <= config[name] <= sp["hi"], (name, config)
+    assert len({c["ratio_3d"] for c in first}) == 6
+    if searcher == "optuna":
+        assert tpe_startup_trials(6) == 3 and tpe_startup_trials(8) == 4 and tpe_startup_trials(100) == 10
+        # two at once (a sweep's start): the limiter stops at two, both drawn from the seed alone
+        assert _suggestions("optuna", 5, 6, max_concurrent=2) == first[:2]
+
+
 # --------------------------------------------------------------------------------------------
 # slow: the real sweep
 @pytest.mark.slow
 def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
     from workflows.tracking import offline_runs, read_offline_run
 
-    root = _root(tmp_path)
+    root = _root(tmp_path, searcher="optuna", seed=5)  # the default, random search, runs in the other sweeps
     _previous_checkpoint(root)
     epochs, samples = 2, 3
     t0 = time.time()
@@ -151,6 +197,14 @@ def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
     lines = (out / "trials.csv").read_text().strip().splitlines()
     assert len(lines) == samples + 1 and lines[0].startswith("trial,")
     assert (out / "trials.png").stat().st_size > 1000
+    # ---- the searcher and its seed: named in the results; the first two trials (started together,
+    # before any result) are exactly what the seeded TPE proposes offline
+    assert (summary["searcher"], summary["search_seed"]) == ("optuna", 5)
+    assert "optuna search (seed 5)" in r.stdout
+    by_start = sorted(trials, key=lambda t: t["trial"])
+    offline = _suggestions("optuna", 5, samples, max_concurrent=2)
+    for t, want in zip(by_start[:2], offline, strict=True):
+        assert t["params"] == pytest.approx(want, rel=1e-12), (t, want)
 
     # ---- wandb: one offline run per trial, each with its config and per-epoch val_mpjpe, one group
     runs = {}

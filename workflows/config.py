@@ -17,9 +17,9 @@ Layout (every section is a mapping; unknown keys are errors)::
       d2_04: {d2: 4, init: d2_02, ...}   # init = the stage whose final weights this one starts from
     evaluate: {subset_size, batch_size, bone_fit, max_samples, flip_test}
     ray:      {num_workers: N | [min, max], use_gpu, cpus_per_worker, max_failures, checkpoint_every, keep_runs}
-    wandb:    {enabled, project, mode, entity}
+    wandb:    {enabled, project, mode, entity, group, images}
     lift:     {supervised: {...}, unsupervised: {...}}   (scalars / lists of scalars; read by workflows/lift.py)
-    tune:     {stage, metric, mode, num_samples, max_concurrent, epochs, search: {...}, asha: {...}}
+    tune:     {stage, metric, mode, num_samples, max_concurrent, epochs, search: {...}, asha: {...}, searcher, seed}
 
 A stage's effective settings are ``stage_defaults`` overridden by its own entry, with the defaults
 of :data:`STAGE_FIELDS` for keys neither gives; ``validate`` returns them in full under ``train``.
@@ -200,6 +200,10 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "project": _F("str", "c2f-pose"),
         "mode": _F("str", "offline", choices=("offline", "online", "disabled")),
         "entity": _F("str", None, null=True),
+        # the wandb group of the curriculum's runs (each stage, evaluate); null: "curriculum-<hash>" of
+        # the settings the stages share and the prepared data (workflows/wandb_log.py)
+        "group": _F("str", None, null=True),
+        "images": _F("int", 4, check=_ge0),  # validation frames drawn with their skeletons per epoch
     },
 }
 
@@ -212,6 +216,9 @@ TUNE_FIELDS: dict[str, _F] = {
     "epochs": _F("int", None, null=True, check=_ge1),
     "search": _F("any", _REQUIRED),
     "asha": _F("any", {"grace_period": 1, "reduction_factor": 2}),
+    # random: Tune's random search; optuna: Optuna's TPE (model-based) through Ray Tune's OptunaSearch
+    "searcher": _F("str", "random", choices=("random", "optuna")),
+    "seed": _F("int", None, null=True),  # the searcher's seed; null: the top-level seed
 }
 SEARCH_PARAMS = ("ratio_3d", "heatmap2_std", "lr")
 TOP_LEVEL = ("profile", "seed", "model", "targets", "data", "stage_defaults", "train", "evaluate", "ray", "wandb",

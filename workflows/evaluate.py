@@ -18,7 +18,13 @@ test sample.
 
 Outputs (``outputs/eval/``): ``metrics.json`` (DVC metrics), ``mpjpe_per_stage.csv`` (DVC plot),
 ``per_action.json``, ``report.md`` (markdown tables), ``mpjpe_per_stage.png``,
-``training_curves.png`` (from each stage's ``curve.csv``). Written atomically as a set.
+``training_curves.png`` (from each stage's ``curve.csv``), and ``report.html``: the same tables, the
+plots and a gallery of the final stage's best and worst test frames in one self-contained page
+(``workflows/report_html.py``, ``workflows/gallery.py``). Written atomically as a set.
+
+With ``wandb.enabled`` (or ``--wandb``) the tables (``wandb.Table``), plots and gallery also go to one
+wandb run (``job_type: evaluate``) in the curriculum's group, beside the stages' runs
+(``workflows/wandb_log.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ def _summary(err: np.ndarray, subset: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) -> dict[str, Any]:
-    """Run the evaluation; returns ``{"metrics", "per_action", "rows", "curves"}`` (nothing written)."""
+    """Run the evaluation; returns ``{"metrics", "per_action", "rows", "gallery"}`` (nothing written)."""
     from pose.data import PackedDataset, read_meta
     from pose.metrics import action_table, mpjpe, pa_mpjpe
     from pose.model import load_checkpoint
@@ -95,6 +101,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     table_rows: list[dict[str, Any]] = []
     names: list[str] | None = None
     gt = actions = None
+    last_eval = None
     for key, path in ckpts.items():
         t0 = time.time()
         model, ckpt = load_checkpoint(path, map_location=device)
@@ -117,6 +124,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         tabs = {k: action_table(errs[k], actions, names) for k in ("mpjpe_argmax", "mpjpe_soft", "pa_mpjpe")}
         m["mpjpe_argmax"]["action_wise"] = tabs["mpjpe_argmax"]["action_wise"]
         per_action[key] = tabs
+        last_eval = (ds, res["mpjpe_argmax"], errs["mpjpe_argmax"])
         metrics["stages"][key] = m
         table_rows.append({"stage": key, "d2": m["d2"], **{k: m[k]["full"] for k in m if isinstance(m[k], dict)},
                            "subset_mpjpe_argmax": m["mpjpe_argmax"]["subset"]})
@@ -141,7 +149,10 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     }
     for r in table_rows:
         r["baseline_mean_pose"] = b
-    return {"metrics": metrics, "per_action": per_action, "rows": table_rows}
+    from workflows.gallery import collect
+
+    gallery = collect(last_eval[0], last_eval[1], gt, last_eval[2], actions, names)
+    return {"metrics": metrics, "per_action": per_action, "rows": table_rows, "gallery": gallery}
 
 
 def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
@@ -236,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
     p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/eval)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--wandb", action="store_true", default=None,
+                   help="log the tables and plots to the curriculum's wandb group (also wandb.enabled)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     root = project_root(args.root)
@@ -248,10 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp_plots.mkdir(parents=True, exist_ok=True)
     try:
         _plots(result, root, cfg, tmp_plots)
+        from workflows import report_html
+
+        md = _markdown(result, cfg)
+        plots = [(c, tmp_plots / n) for c, n in (("Test MPJPE per curriculum stage", "mpjpe_per_stage.png"),
+                                                  ("Validation MPJPE over the curriculum", "training_curves.png"))
+                 if (tmp_plots / n).is_file()]
         files: dict[str, Any] = {
             "metrics.json": json.dumps(result["metrics"], indent=2) + "\n",
             "per_action.json": json.dumps(result["per_action"], indent=2) + "\n",
-            "report.md": _markdown(result, cfg),
+            "report.md": md,
+            "report.html": report_html.render(md, plots, result["gallery"], result["metrics"]["final"]["stage"]),
             "mpjpe_per_stage.csv": _csv(result["rows"]),
         }
         for png in tmp_plots.glob("*.png"):
@@ -261,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(tmp_plots, ignore_errors=True)
+    if args.wandb or cfg["wandb"]["enabled"]:
+        from workflows.wandb_log import log_evaluation
+
+        group = log_evaluation(cfg, root, result, [(c, out / n) for c, n in (
+            ("Test MPJPE per curriculum stage", "mpjpe_per_stage.png"),
+            ("Validation MPJPE over the curriculum", "training_curves.png")) if (out / n).is_file()])
+        print(f"[evaluate] wandb {cfg['wandb']['mode']}: tables and plots in group {group}")
     f = result["metrics"]["final"]
     print(f"[evaluate] final {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs mean pose "
           f"{f['baseline_mean_pose']:.1f} mm (reduction {100 * f['reduction_vs_baseline']:.1f} %); wrote {out}")

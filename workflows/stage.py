@@ -1,7 +1,7 @@
 """Train one curriculum stage as a Ray Train job and publish its outputs for DVC.
 
     python -m workflows.stage --d2 16 [--config stages.yaml] [--num-workers N] [--use-gpu] [--wandb]
-                              [--root DIR] [--data DIR] [--fresh]
+                              [--root DIR] [--data DIR] [--fresh] [--verbose]
 
 - Reads and validates ``stages.yaml`` (entry ``train.d2_16``), checks that the prepared data and the
   previous stage's checkpoint (``init``) exist, then runs ``workflows.train_loop.train_func`` under a
@@ -21,6 +21,13 @@
   (staged in a temporary folder, then renamed) and removes the run folder unless ``ray.keep_runs``;
   on any failure nothing is written there and the exit code is non-zero, with one ``error: ...`` line.
 
+What it prints: the run line, one header line (stage, init, data, workers, iterations), a progress
+line every ``log_every`` iterations (loss, lr, it/s, ETA), one line per epoch with the validation
+MPJPE and the closing ``[d2_16] done`` summary. Ray's own lines (training-report dumps, worker-group
+and placement-group notices, dashboard URL, C++ core-worker messages) go to
+``<root>/outputs/logs/d2_16.log``, named in the header (``workflows/console.py``); ``--verbose`` or
+``POSE_VERBOSE=1`` shows them as well. Errors always reach the terminal.
+
 Under ``ray job submit --working-dir .`` the script runs in an uploaded copy of the repository:
 pass ``--root $PWD`` (or set ``POSE_ROOT``) so data and outputs resolve to the real folder.
 """
@@ -28,6 +35,7 @@ pass ``--root $PWD`` (or set ``POSE_ROOT``) so data and outputs resolve to the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -64,6 +72,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    "(default: <root>/outputs/data/packed)")
     p.add_argument("--fresh", action="store_true",
                    help="discard the checkpoints of an earlier run of the same configuration and start over")
+    p.add_argument("--verbose", action="store_true", default=None,
+                   help="also show Ray's own lines (default: only in outputs/logs/d2_XX.log; or POSE_VERBOSE=1)")
     return p
 
 
@@ -96,6 +106,8 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     name = run_name(key, fp)
     run_dir = f"{storage.rstrip('/')}/{name}"
     tc.update(run_name=name, run_dir=run_dir, fingerprint=fp)
+    if getattr(args, "ray_log", None):
+        tc["ray_log"] = str(args.ray_log)
     try:
         with run_lock(run_dir):
             store = CheckpointStore(run_dir)
@@ -162,13 +174,15 @@ def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | lis
         return f"iteration {last.iteration}" if last is not None else "the beginning (no checkpoint yet)"
 
     shown = f"elastic {workers[0]}-{workers[1]}" if isinstance(workers, list) else str(workers)
+    log = tc.get("ray_log")
     print(f"[{key}] Ray Train: {shown} worker(s), {'GPU/nccl' if use_gpu else 'CPU/gloo'}, run folder {run_dir}, "
-          f"up to {max_failures} restart(s) from the last checkpoint", flush=True)
+          f"up to {max_failures} restart(s) from the last checkpoint"
+          + (f"; Ray's messages in {log} (--verbose shows them)" if log else ""), flush=True)
     job = run_train_job(
         train_func, tc, what=f"stage {key}", storage_path=f"{run_dir}/ray", workers=workers,
         cpus_per_worker=float(cfg["ray"]["cpus_per_worker"]), use_gpu=use_gpu, max_failures=max_failures,
         board=True, on_failure=lambda: (f"gave up after ray.max_failures={max_failures} restart(s); worker logs "
-                                        f"above; the run keeps its checkpoints: the same command resumes it "
+                                        f"{'in ' + log if log else 'above'}; the run keeps its checkpoints: the same command resumes it "
                                         f"from {where()}"),
     )
     if job.stopped_by is not None:
@@ -179,7 +193,18 @@ def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_with_ray(run_stage, build_parser().parse_args(argv))
+    from workflows.console import quiet_ray, verbose_from_env
+
+    args = build_parser().parse_args(argv)
+    verbose = verbose_from_env() if args.verbose is None else args.verbose
+    if verbose:
+        quiet = contextlib.nullcontext(None)
+    else:
+        key = stage_key(args.d2) if args.d2 and args.d2 > 0 else "stage"
+        quiet = quiet_ray(outputs_dir(project_root(args.root), "logs", f"{key}.log"))
+    with quiet as log:
+        args.ray_log = log
+        return run_with_ray(run_stage, args)
 
 
 if __name__ == "__main__":

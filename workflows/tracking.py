@@ -33,7 +33,9 @@ def _wandb_cli() -> str:
 def read_offline_run(run_dir: str | Path, timeout: float = 60.0) -> dict[str, Any]:
     """Config, group, project and per-step history of one offline run.
 
-    Returns ``{"run_id", "project", "group", "config": dict, "history": [dict per logged step]}``.
+    Returns ``{"run_id", "project", "group", "job_type", "name", "config": dict, "history": [dict per
+    logged step], "artifacts": [{"name", "type", "files"}], "media": [file paths under media/],
+    "summary": dict}``.
     """
     run_dir = Path(run_dir)
     logs = list(run_dir.glob("run-*.wandb"))
@@ -45,7 +47,8 @@ def read_offline_run(run_dir: str | Path, timeout: float = 60.0) -> dict[str, An
     )
     if out.returncode != 0:
         raise RuntimeError(f"wandb leet inspect {logs[0]} failed: {out.stderr.strip()[-300:]}")
-    run: dict[str, Any] = {"run_id": None, "project": None, "group": None, "config": {}, "history": []}
+    run: dict[str, Any] = {"run_id": None, "project": None, "group": None, "job_type": None, "name": None,
+                           "config": {}, "history": [], "artifacts": [], "media": [], "summary": {}}
     for line in out.stdout.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -55,10 +58,19 @@ def read_offline_run(run_dir: str | Path, timeout: float = 60.0) -> dict[str, An
         if kind == "run":
             r = rec["run"]
             run["run_id"], run["project"], run["group"] = r.get("run_id"), r.get("project"), r.get("run_group")
+            run["job_type"], run["name"] = r.get("job_type"), r.get("display_name")
             run["config"].update((r.get("config") or {}).get("update", {}))
         elif kind == "config":
             run["config"].update((rec["config"] or {}).get("update", {}))
         elif kind == "history":
             run["history"].append(rec["history"]["item"])
+        elif kind == "summary":
+            run["summary"].update((rec["summary"] or {}).get("update", {}))
+        elif kind == "artifact":
+            a = rec["artifact"]
+            run["artifacts"].append({"name": a.get("name"), "type": a.get("type"),
+                                     "files": [c.get("path") for c in (a.get("manifest") or {}).get("contents", [])]})
+        elif kind == "files":
+            run["media"] += [f["path"] for f in (rec["files"] or {}).get("files", []) if f["path"].startswith("media/")]
     run["config"].pop("_wandb", None)
     return run

@@ -16,7 +16,9 @@ train_loop_config=config, ...)``); it is ``run_worker(config, ray_context(config
     targets                 {sigma_2d, depth_range: [lb, ub]}
     data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers, image_cache_mb}
     init_checkpoint         absolute path of the previous stage's model.pt, or None (from scratch)
-    seed, cpus_per_worker, wandb ({enabled, project, mode, entity, dir} or None), run_name
+    seed, cpus_per_worker, wandb ({enabled, project, mode, entity, dir, group, images, previous: the
+                            budgets of the stages before, for the curriculum step; workflows/wandb_log.py}
+                            or None), run_name
     run_dir                 the run's folder (local path or URI) holding its checkpoints, or None
     checkpoint_every        iterations between checkpoints when the stage does not set its own (None: epoch ends)
     max_failures, board     worker-group restarts allowed; name of the driver's RunBoard actor (or None)
@@ -47,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -103,6 +104,11 @@ def build_train_config(
     if wandb is not None:
         wb["enabled"] = bool(wandb)
     wb["dir"] = str(outputs_dir(root, "wandb"))
+    if wb["enabled"]:  # the curriculum's group and where this stage starts on its step axis
+        from workflows.wandb_log import curriculum_group, previous_budgets
+
+        wb["group"] = curriculum_group(cfg, data_dir)
+        wb["previous"] = previous_budgets(cfg, key)
     return {
         "stage": key,
         "d2": st["d2"],
@@ -300,21 +306,19 @@ def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _wandb_run(config: Mapping[str, Any], rank: int):
+    """Rank 0's wandb run of the stage (workflows/wandb_log.py), or None."""
     wb = config.get("wandb")
     if not wb or rank != 0:  # setup_wandb(rank_zero_only) is unreliable under Train V2
         return None
     try:
-        import wandb
+        import wandb  # noqa: F401
     except ImportError:
         print("[wandb] not installed; logging disabled", flush=True)
         return None
-    os.makedirs(wb["dir"], exist_ok=True)
+    from workflows.wandb_log import init_stage_run
+
     # one wandb run per training run: a resumed run (same name) continues it instead of adding one
-    return wandb.init(
-        project=wb["project"], entity=wb.get("entity"), mode=wb["mode"], dir=wb["dir"],
-        id=config["run_name"], resume="allow", name=config["run_name"], group=config["stage"],
-        config={k: v for k, v in config.items() if k not in ("wandb", "board")}, reinit="finish_previous",
-    )
+    return init_stage_run(config)
 
 
 @dataclass
@@ -576,6 +580,10 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
                 if store is not None:
                     store.save(p.iteration, tmp, {"epoch": p.epoch, "batch": p.batch, "final": final,
                                                   "metrics": p.metrics, "fingerprint": config.get("fingerprint")})
+                if final and run is not None:
+                    from workflows.wandb_log import log_model
+
+                    log_model(run, tmp / "model.pt", config["stage"], p.metrics)
             if report is not None:
                 wc.report(report, tmp)
 
@@ -616,8 +624,10 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
                 name = k if k.startswith("loss") else f"loss_{k}"
                 pos.sums[name] = pos.sums.get(name, 0.0) + float(v)
             if rank == 0 and (pos.iteration % st["log_every"] == 0 or pos.iteration == total):
+                rate = here / max(time.time() - t0, 1e-9)
+                eta = int(round((total - pos.iteration) / max(rate, 1e-9)))
                 print(f"{tag} epoch {epoch + 1}/{epochs} it {pos.iteration}/{total} loss "
-                      f"{pos.sums['loss'] / pos.nb:.5f} lr {lr:.3g} ({here / max(time.time() - t0, 1e-9):.1f} it/s)",
+                      f"{pos.sums['loss'] / pos.nb:.5f} lr {lr:.3g} ({rate:.1f} it/s, ETA {eta // 60}:{eta % 60:02d})",
                       flush=True)
             if any(stop):
                 return _stop(save, pos, stop, wc, tag, run, device)
@@ -645,7 +655,12 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
         # stored before it is reported: a crash in between loses a report, never repeats one
         save(pos, final=pos.epoch >= epochs, report=metrics)
         if run is not None:
-            run.log(metrics, step=pos.iteration)
+            from workflows.wandb_log import log_epoch, step_offset, val_pictures
+
+            pictures = val_pictures(core, val_ds, int(config["wandb"].get("images", 0)), depth_range, device,
+                                    float(st["softmax_scale"]))
+            log_epoch(run, metrics, step_offset(config["wandb"].get("previous", []), len(train_ds)) + pos.iteration,
+                      pictures)
     if run is not None:
         run.finish()
     return "done"

@@ -9,6 +9,8 @@ Every trial is a Ray Train run of the stage (``workflows.train_loop.train_func``
 ``workflows/stage.py`` does, with the sampled ``ratio_3d`` / ``heatmap2_std`` (/ ``lr``) merged
 into its config. The search space, budget and ASHA settings come from the ``tune:`` section of
 stages.yaml; flags override the budget. ASHA stops poor trials early on the validation MPJPE.
+The trials are drawn by a seeded searcher (``tune.searcher``: Tune's random search, or Optuna's
+TPE through Tune's ``OptunaSearch``; ``tune.seed``), so the same sweep samples the same trials.
 
 Tracking: the driver-side ``WandbLoggerCallback`` records each trial's config and per-epoch
 metrics as its own wandb run, all runs of one sweep in one group (``tune-d2_16-<time>``) of the
@@ -16,8 +18,9 @@ project from ``wandb.project``. Offline by default (runs under ``outputs/wandb/w
 later with ``wandb sync outputs/wandb/wandb/offline-run-*``); ``--wandb-mode online`` with an API
 key logs live. Trials stopped early keep their history (the callback runs in the driver).
 
-Results: ``outputs/tune/<stage>/best_params.json`` (best trial's parameters and metric, and every
-trial's), ``trials.csv`` and ``trials.png``. ``--apply`` writes the best parameters into that
+Results: ``outputs/tune/<stage>/best_params.json`` (best trial's parameters and metric, every
+trial's, and the searcher and seed that drew them), ``trials.csv`` and ``trials.png`` (its title
+names the searcher and seed). ``--apply`` writes the best parameters into that
 stage's entry of stages.yaml (comments and the other entries untouched), so the next
 ``dvc repro`` retrains that stage and the ones after it with them.
 """
@@ -73,6 +76,8 @@ search space and budget: the tune: section of the config, e.g.
     search: {ratio_3d: {dist: loguniform, lo: 0.1, hi: 10.0},
              heatmap2_std: {dist: loguniform, lo: 1.0e-4, hi: 1.0e-2}}   # also lr; dist uniform|choice
     asha: {grace_period: 1, reduction_factor: 2}
+    searcher: random             # or optuna: Optuna's TPE (model-based) after random start-up trials
+    seed: null                   # the searcher's seed (null: the top-level seed); same seed, same trials
 
 needs: prepared data (<root>/outputs/data/packed or --data) and the previous stage's checkpoint
 (<root>/outputs/stages/<init>/model.pt, from `dvc repro train@<init>` or workflows/stage.py).
@@ -151,6 +156,41 @@ def search_space(search: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return space
 
 
+#: searchers of ``tune.searcher``
+SEARCHERS = ("random", "optuna")
+
+
+def tpe_startup_trials(num_samples: int) -> int:
+    """Trials Optuna's TPE draws at random before its model proposes: half the sweep, 1 to 10 (Optuna's
+    own default, 10, would leave a sweep of 8 or fewer purely random)."""
+    return max(1, min(10, int(num_samples) // 2))
+
+
+def make_searcher(name: str, seed: int, max_concurrent: int, num_samples: int):
+    """The sweep's search algorithm, seeded: the same sweep samples the same trials.
+
+    ``random``: Tune's random search (``BasicVariantGenerator(random_state=seed)``; the samples do not
+    depend on the results). ``optuna``: Optuna's TPE sampler (``TPESampler(seed=seed)``, model-based
+    after :func:`tpe_startup_trials` random ones) through Tune's ``OptunaSearch``, under a
+    ``ConcurrencyLimiter``; its proposals depend on the results it was told, so two sweeps propose
+    the same trials when their results arrive in the same order (always with ``max_concurrent: 1``).
+    Metric and mode come from the ``TuneConfig``.
+    """
+    if name == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=int(seed), max_concurrent=int(max_concurrent))
+    if name == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not one INFO line per trial
+        sampler = optuna.samplers.TPESampler(seed=int(seed), n_startup_trials=tpe_startup_trials(num_samples))
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=int(max_concurrent))
+    raise UserError(f"tune.searcher: must be one of {list(SEARCHERS)}, got {name!r}")
+
+
 # --------------------------------------------------------------------------------------------
 # sweep
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,10 +224,12 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     check_inputs(base)  # data present, previous checkpoint present and of the same model size
     base["epochs"] = int(epochs)
     # the sweep's identity: the stage run's plus the search; the same sweep again resumes it
+    searcher = tcfg["searcher"]
+    search_seed = cfg["seed"] if tcfg["seed"] is None else tcfg["seed"]
     sweep_id = fingerprint({
         "run": run_identity(base, args.num_workers, bool(use_gpu)), "search": tcfg["search"],
         "num_samples": num_samples, "max_concurrent": max_conc, "epochs": int(epochs), "asha": tcfg["asha"],
-        "metric": tcfg["metric"], "mode": tcfg["mode"],
+        "metric": tcfg["metric"], "mode": tcfg["mode"], "searcher": searcher, "search_seed": search_seed,
     })
     sweep_name = run_name(f"tune-{key}", sweep_id)
     base.update(fingerprint=sweep_id)
@@ -254,16 +296,18 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable,
             param_space=space,
+            # the searcher limits the trials at once itself (max_concurrent_trials stays unset)
             tune_config=tune.TuneConfig(metric=tcfg["metric"], mode=tcfg["mode"], num_samples=num_samples,
-                                        max_concurrent_trials=max_conc, scheduler=asha),
+                                        search_alg=make_searcher(searcher, search_seed, max_conc, num_samples),
+                                        scheduler=asha),
             run_config=tune.RunConfig(name=sweep_name, storage_path=storage, callbacks=callbacks, verbose=1,
                                       # a trial whose Ray Train run failed (after its own restarts) runs
                                       # again from its last checkpoint
                                       failure_config=tune.FailureConfig(max_failures=max_failures)),
         )
         print(f"[tune {key}] starting sweep {sweep_name}", flush=True)
-    print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, search "
-          f"{', '.join(space)}; wandb {mode} group {group}", flush=True)
+    print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, {searcher} search "
+          f"(seed {search_seed}) of {', '.join(space)}; wandb {mode} group {group}", flush=True)
     if "heatmap2_std" in space and cfg["train"][key].get("heatmap2_init") == "upsample":
         print(f"[tune {key}] heatmap2_std is searched: trials re-initialise heatmap2 (heatmap2_init: normal) "
               "instead of resampling the previous stage's", flush=True)
@@ -275,6 +319,7 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
             raise
         raise UserError(f"tune {key}: {stalled}") from None
     summary = _summarise(grid, key, tcfg, list(space), epochs, group, mode, sweep_name, sweep_dir, time.time() - t0)
+    summary["searcher"], summary["search_seed"] = searcher, search_seed
     out = outputs_dir(root, "tune", key)
     _write_results(summary, out)
     b = summary["best"]
@@ -435,6 +480,8 @@ def _plot(summary: dict[str, Any], params: list[str], path: Path) -> None:
         ax.set_ylabel(f"{summary['metric']} (mm)")
         ax.grid(alpha=0.3)
     axes[0][0].set_title(f"{summary['stage']}: green = completed, orange = stopped by ASHA", fontsize=9)
+    fig.suptitle(f"{summary['stage']} sweep: {summary['num_trials']} trials, {summary.get('searcher', 'random')} "
+                 f"search, seed {summary.get('search_seed')}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -2,18 +2,28 @@
 
 Usage::
 
-    pose predict PATH... --checkpoint CKPT --out DIR [--bbox x1,y1,x2,y2] [--intrinsics fx,fy,cx,cy]
-                 [--root-depth MM] [--heatmaps] [--lifter LIFTER_CKPT] [--device cpu|cuda]
+    pose predict PATH... --checkpoint CKPT --out DIR [--bbox x1,y1,x2,y2 | --max-people N | --no-detect]
+                 [--intrinsics fx,fy,cx,cy] [--root-depth MM] [--heatmaps] [--lifter LIFTER_CKPT] [--device cpu|cuda]
                  [--method argmax|soft_argmax] [--batch-size N] [--max-frames N] [--height PX]
 
 PATH is an image file, a folder (its images and videos, not recursive, sorted by name) or a video
-file (``.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg``). Outputs in DIR:
+file (``.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg``).
 
-- ``<name>.json`` per image, ``<name>/frame_NNNNNN.json`` per video frame (schema below);
+Where the person is: ``--bbox`` gives the box for every input. Without it, people are found with
+OpenCV's HOG people detector (``pose.detect``; it ships inside OpenCV, nothing is downloaded) and
+each of the ``--max-people`` largest is predicted from its own box; when none is found one line
+says so and the whole image is used. A video uses the largest person of each frame. ``--no-detect``
+uses the whole image (for images that are already crops of one person).
+
+Outputs in DIR:
+
+- ``<name>.json`` per image (the largest person), ``<name>_person2.json``, ``<name>_person3.json``...
+  for the other people found, ``<name>/frame_NNNNNN.json`` per video frame (schema below);
 - ``<name>.png`` per image: the image with the 2D skeleton beside the 3D skeleton seen from 0°,
   15° and 165° (``pose.tools.viz.pose_panel``; height ``--height``, default 400 px, width = the image
-  resized to that height + 3 × height). With ``--lifter`` a second row shows the stage-1 2D joints
-  and the lifter's 3D from the same angles (chen-cvpr2019 demo), so the PNG is 2 × height tall;
+  resized to that height + 3 × height), every person's box drawn; one such row per person found.
+  With ``--lifter`` each person's row is followed by a row showing the stage-1 2D joints and the
+  lifter's 3D from the same angles (chen-cvpr2019 demo);
 - ``<name>.mp4`` per video (mp4v): the same picture for every frame;
 - ``<name>_heatmaps.png`` (``<name>/frame_NNNNNN_heatmaps.png``) with ``--heatmaps``: every joint's
   2D heatmap over the network's input crop and its depth profile (``pose.tools.viz.heatmap_grid``).
@@ -25,7 +35,9 @@ JSON schema (``"schema": "c2f-pose.prediction/1"``; numbers are finite floats; p
 pixel-centre convention of the *original* image, mm are camera axes X right, Y down, Z forward)::
 
     schema, source (input path), frame (video frame index or null), checkpoint, stage, d2,
-    image_size [W, H], bbox [x1, y1, x2, y2] (box edges, px), bbox_source "given"|"full_image",
+    image_size [W, H], bbox [x1, y1, x2, y2] (box edges, px), bbox_source "given"|"detected"|"full_image",
+    person (1 = the largest person found), people (people predicted in this image),
+    detection_score (the detector's SVM margin, or null when the box was not detected),
     camera {K 3x3, source "given"|"assumed"}, root_depth_mm, root_depth_source "given"|"bone_fit",
     method "argmax"|"soft_argmax" (the decoding of the primary fields),
     joint_names [17 names, pose.skeleton.JOINT_NAMES_17 order],
@@ -59,6 +71,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pose.detect import Detection, detect_people
 from pose.predict import PosePrediction, Predictor, check_bbox, intrinsics_matrix, load_image
 from pose.tools import viz
 
@@ -84,7 +97,12 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (outputs/stages/d2_XX/model.pt)")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--bbox", type=lambda s: _floats(s, 4, "--bbox"), default=None,
-                        help="person box x1,y1,x2,y2 in image px for every input (default: whole image)")
+                        help="person box x1,y1,x2,y2 in image px for every input (default: find the people)")
+    parser.add_argument("--max-people", type=int, default=3,
+                        help="without --bbox: predict at most this many people per image, largest first "
+                             "(default 3; a video uses the largest person of each frame)")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="without --bbox: do not look for people, use the whole image (pre-cropped images)")
     parser.add_argument("--intrinsics", type=lambda s: _floats(s, 4, "--intrinsics"), default=None,
                         help="fx,fy,cx,cy of the input images: adds camera-frame 3D to the JSON")
     parser.add_argument("--root-depth", type=float, default=None,
@@ -116,6 +134,21 @@ class _Item:
     path: Path
     kind: str  # "image" | "video"
     name: str
+
+
+@dataclass
+class _Job:
+    """One person of one image to predict: ``bbox`` (4,) px or None (the whole image), ``person``
+    1-based rank (largest first), ``det`` the detection it came from (None: given box or whole image),
+    ``boxes`` every detected box of the image (drawn on each person's picture)."""
+
+    item: _Item
+    img: np.ndarray
+    bbox: np.ndarray | None
+    person: int
+    people: int
+    det: Detection | None
+    boxes: list[np.ndarray]
 
 
 def _kind(path: Path) -> str:
@@ -196,10 +229,30 @@ class _Runner:
         self.K = None if args.intrinsics is None else intrinsics_matrix(args.intrinsics)
         self.failed = 0
         self.done = 0
+        self.detect = args.bbox is None and not args.no_detect
+
+    # -- where the people are -----------------------------------------------------------------
+    def jobs_for(self, item: _Item, img: np.ndarray, bar: tqdm) -> list[_Job]:
+        """The people of one image: the given box, the detected ones, or the whole image."""
+        if self.args.bbox is not None:
+            return [_Job(item, img, check_bbox(self.args.bbox, img.shape[:2]), 1, 1, None, [])]
+        if not self.detect:
+            return [_Job(item, img, None, 1, 1, None, [])]
+        dets = detect_people(img, max_people=self.args.max_people)
+        if not dets:
+            tqdm.write(f"{PROG}: {item.path}: no person found; using the whole image", file=sys.stderr)
+            return [_Job(item, img, None, 1, 1, None, [])]
+        boxes = [d.bbox for d in dets]
+        return [_Job(item, img, d.bbox, k + 1, len(dets), d, boxes) for k, d in enumerate(dets)]
 
     # -- one prediction → files -----------------------------------------------------------------
-    def record(self, res: PosePrediction, source: Path, frame: int | None) -> dict[str, Any]:
+    def record(self, res: PosePrediction, source: Path, frame: int | None, job: _Job | None = None) -> dict[str, Any]:
         d = res.to_json()
+        if job is not None:
+            d["person"], d["people"] = job.person, job.people
+            d["detection_score"] = None if job.det is None else round(job.det.score, 4)
+            if job.det is not None:
+                d["bbox_source"] = "detected"
         head = {
             "schema": SCHEMA,
             "source": str(source),
@@ -218,10 +271,15 @@ class _Runner:
             d["lifted_3d_mm"] = np.round(np.asarray(lifted, np.float64), 4).tolist()
         return d
 
-    def picture(self, img: np.ndarray, res: PosePrediction, label: str) -> np.ndarray:
+    def picture(self, img: np.ndarray, res: PosePrediction, label: str,
+                other_boxes: list[np.ndarray] | None = None) -> np.ndarray:
         h = self.args.height
         conf = float(np.mean(res.confidence))
         title = f"{label}  {self.pred.stage} {res.method}  conf {conf:.2f}  (L blue / R red)"
+        if other_boxes:  # every person found, thin grey; this row's person in the usual colour
+            thick = max(1, round(img.shape[0] / h))
+            for box in other_boxes:
+                img = viz.draw_bbox(img, box, color=(200, 200, 200), thickness=thick)
         top = viz.pose_panel(img, res.joints_2d, res.joints_3d, height=h, title=title,
                              bbox=res.bbox if res.bbox_given else None)
         if self.lifter is None:
@@ -245,49 +303,57 @@ class _Runner:
 
     # -- images -----------------------------------------------------------------------------
     def run_images(self, items: list[_Item], bar: tqdm) -> None:
-        pending: list[tuple[_Item, np.ndarray]] = []
+        pending: list[_Job] = []
         for item in items:
             try:
-                img = load_image(item.path)
-                if self.args.bbox is not None:
-                    check_bbox(self.args.bbox, img.shape[:2])
-                pending.append((item, img))
-            except ValueError as exc:
+                pending.extend(self.jobs_for(item, load_image(item.path), bar))
+            except (ValueError, RuntimeError) as exc:
                 self.fail(item.path, exc, bar)
                 continue
-            if len(pending) >= self.args.batch_size:
+            if len(pending) >= self.args.batch_size:  # an image's people stay in one flush
                 self.flush_images(pending, bar)
                 pending = []
         if pending:
             self.flush_images(pending, bar)
 
-    def _predict(self, imgs: list[np.ndarray]) -> list[PosePrediction]:
+    def _predict(self, imgs: list[np.ndarray], bboxes: list[np.ndarray | None] | None = None) -> list[PosePrediction]:
         n = len(imgs)
+        if bboxes is None and self.args.bbox is not None:
+            bboxes = [self.args.bbox] * n
         return self.pred.predict_batch(
             imgs,
-            bboxes=None if self.args.bbox is None else [self.args.bbox] * n,
+            bboxes=bboxes,
             Ks=None if self.K is None else [self.K] * n,
             root_depths=None if self.args.root_depth is None else [self.args.root_depth] * n,
             return_heatmaps=self.args.heatmaps,
         )
 
-    def flush_images(self, pending: list[tuple[_Item, np.ndarray]], bar: tqdm) -> None:
+    def flush_images(self, pending: list[_Job], bar: tqdm) -> None:
         try:
-            results = self._predict([img for _, img in pending])
+            results = self._predict([j.img for j in pending], [j.bbox for j in pending])
         except (ValueError, RuntimeError) as exc:
-            if len(pending) == 1:
-                self.fail(pending[0][0].path, exc, bar)
+            items = list(dict.fromkeys(id(j.item) for j in pending))
+            if len(items) == 1:
+                self.fail(pending[0].item.path, exc, bar)
                 return
-            for one in pending:  # isolate the bad one
-                self.flush_images([one], bar)
+            for key in items:  # isolate the bad image
+                self.flush_images([j for j in pending if id(j.item) == key], bar)
             return
-        for (item, img), res in zip(pending, results, strict=True):
+        by_item: dict[int, list[tuple[_Job, PosePrediction]]] = {}
+        for job, res in zip(pending, results, strict=True):
+            by_item.setdefault(id(job.item), []).append((job, res))
+        for people in by_item.values():
+            item = people[0][0].item
             try:
-                d = self.record(res, item.path, None)
-                self.write_json(self.out / f"{item.name}.json", d)
-                viz.save_png(self.out / f"{item.name}.png", self.picture(img, res, item.path.name))
-                if self.args.heatmaps:
-                    viz.save_png(self.out / f"{item.name}_heatmaps.png", self.heatmap_picture(res, item.path.name))
+                rows = []
+                for job, res in people:
+                    suffix = "" if job.person == 1 else f"_person{job.person}"
+                    self.write_json(self.out / f"{item.name}{suffix}.json", self.record(res, item.path, None, job))
+                    label = item.path.name if job.people == 1 else f"{item.path.name} person {job.person}/{job.people}"
+                    rows.append(self.picture(job.img, res, label, [b for b in job.boxes if b is not job.bbox]))
+                    if self.args.heatmaps:
+                        viz.save_png(self.out / f"{item.name}{suffix}_heatmaps.png", self.heatmap_picture(res, label))
+                viz.save_png(self.out / f"{item.name}.png", rows[0] if len(rows) == 1 else viz.vstack_panels(rows))
                 self.done += 1
                 bar.update(1)
             except (ValueError, OSError) as exc:
@@ -307,6 +373,7 @@ class _Runner:
         mp4 = self.out / f"{item.name}.mp4"
         fdir = self.out / item.name
         n_ok = 0
+        self.no_person = 0
         try:
             batch: list[tuple[int, np.ndarray]] = []
             for i, frame in enumerate(frames):
@@ -327,12 +394,21 @@ class _Runner:
         finally:
             if writer is not None:
                 writer.release()
+        if self.no_person:
+            tqdm.write(f"{PROG}: {item.path}: no person found in {self.no_person} of {n_ok} frames; "
+                       "used the whole frame there", file=sys.stderr)
         self.done += 1
 
     def _video_batch(self, item, batch, fdir, mp4, writer, size, fps, bar):
-        results = self._predict([f for _, f in batch])
-        for (i, frame), res in zip(batch, results, strict=True):
-            self.write_json(fdir / f"frame_{i:06d}.json", self.record(res, item.path, i))
+        jobs: list[_Job | None] = [None] * len(batch)
+        if self.detect:
+            for k, (_, frame) in enumerate(batch):
+                dets = detect_people(frame, max_people=1)
+                self.no_person += not dets
+                jobs[k] = _Job(item, frame, dets[0].bbox if dets else None, 1, 1, dets[0] if dets else None, [])
+        results = self._predict([f for _, f in batch], [j.bbox for j in jobs] if self.detect else None)
+        for (i, frame), res, job in zip(batch, results, jobs, strict=True):
+            self.write_json(fdir / f"frame_{i:06d}.json", self.record(res, item.path, i, job))
             pic = self.picture(frame, res, f"{item.path.name} #{i}")
             if self.args.heatmaps:
                 viz.save_png(fdir / f"frame_{i:06d}_heatmaps.png", self.heatmap_picture(res, f"{item.path.name} #{i}"))
@@ -359,6 +435,9 @@ class _Runner:
 def main(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         _err(f"--batch-size: expected >= 1, got {args.batch_size}")
+        return 2
+    if args.max_people < 1:
+        _err(f"--max-people: expected >= 1, got {args.max_people}")
         return 2
     if args.height < 16:
         _err(f"--height: expected >= 16, got {args.height}")
