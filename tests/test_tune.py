@@ -201,8 +201,10 @@ def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
     # before any result) are exactly what the seeded TPE proposes offline
     assert (summary["searcher"], summary["search_seed"]) == ("optuna", 5)
     assert "optuna search (seed 5)" in r.stdout
-    by_start = sorted(trials, key=lambda t: t["trial"])
+    # trial folders are <stage>_<trial id>_<counter>_<params>_<time>: the counter is the start order
+    by_start = sorted(trials, key=lambda t: int(re.match(r"d2_04_[0-9a-f]+_(\d+)_", t["trial"]).group(1)))
     offline = _suggestions("optuna", 5, samples, max_concurrent=2)
+    assert len(offline) == 2
     for t, want in zip(by_start[:2], offline, strict=True):
         assert t["params"] == pytest.approx(want, rel=1e-12), (t, want)
 
