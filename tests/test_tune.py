@@ -25,10 +25,11 @@ def _root(tmp_path: Path, **tune_overrides) -> Path:
     root = tmp_path / "proj"
     root.mkdir()
     cfg = make_profile("micro")
-    write_config(cfg, root / "stages.yaml", header="# micro profile for tests/test_tune.py\n")
+    header = "# micro profile for tests/test_tune.py\n"
+    write_config(cfg, root / "stages.yaml", header=header)
     if tune_overrides:
         cfg["tune"].update(tune_overrides)
-        (root / "stages.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        (root / "stages.yaml").write_text(header + yaml.safe_dump(cfg, sort_keys=False))
     return root
 
 
