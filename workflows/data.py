@@ -115,8 +115,9 @@ def real(cfg: dict, root: Path) -> Path:
     renamed, so a stopped run leaves no half split."""
     out = outputs_dir(root, "data", "real")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".real.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = out.parent / ".real.tmp"  # a fixed name: the packed meta.json records it, the same on every run
     npz = cfg["data"]["real_test"]
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
         if npz is None:
