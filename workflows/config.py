@@ -7,6 +7,7 @@ Layout (every section is a mapping; unknown keys are errors)::
     model:    {preset: tiny|micro|full, <ModelConfig field>: value, ...}   (d2 / heatmap2_std come from the stage)
     targets:  {sigma_2d, depth_range: [lb, ub]}                           (mm; one range for encode + decode)
     data:     {source: embedded | PATH, layout, synth_frames, synth_seed, synth_limb_mix, synth_tilt,
+               synth_pose_prior, synth_mirror,
                synth_looks: sequence|frame, real_test: NPZ | null, on_bad, max_skip_fraction,
                aug: true | false | {scale_factor, rot_factor, rot_prob, rot_max, flip_prob, color_factor},
                train_limit, val_size, loader_workers, image_cache_mb}
@@ -173,6 +174,8 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "synth_seed": _F("int", 0),
         "synth_limb_mix": _F("float", 0.0, check=_unit),
         "synth_tilt": _F("float", 0.0, check=_unit),
+        "synth_pose_prior": _F("float", 0.0, check=_unit),
+        "synth_mirror": _F("float", 0.0, check=_unit),
         # pose.data.synth.generate.LOOKS, copied: importing the renderer would make it a code dependency
         # of every DVC stage (tests/test_config.py checks the two agree)
         "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),

@@ -19,8 +19,13 @@ Layout of the data set (all choices documented here):
   kept in its donor's body frame (``motion.mix_limbs``: bone lengths and bends kept) — new limb
   combinations of the training motions, the "MoCap-guided" augmentation of Rogez & Schmid (2016);
   ``tilt`` = probability that the whole training pose is rotated about the pelvis by U(0°, 90°)
-  about a random horizontal axis (leaning, lying, upside-down versions of the training poses).
-  Both draw from their own per-frame generators, so the frames' crops, backgrounds and cameras are
+  about a random horizontal axis (leaning, lying, upside-down versions of the training poses);
+  ``pose_prior`` = probability that each arm and leg is re-posed at joint angles drawn uniformly
+  within human joint-angle limits (``motion.ANGLE_LIMITS_DEG``, ``motion.sample_limb``: poses the
+  clips never reach, e.g. arms raised sideways), the feet kept on the floor where the clip frame
+  touches it; ``mirror`` = probability that the training pose is replaced by its left/right mirror
+  image (``motion.mirror``). Applied in the order mixing, prior, mirror, tilt.
+  Each draws from its own per-frame generator, so the frames' crops, backgrounds and cameras are
   the same with and without them.
 - Frames of a sequence: a virtual 50 Hz video of the (looping) clip; ``frame_id`` = start +
   step·i with step = ⌊duration·50 / n⌋ (≥ 1) and a random start < step, so the frames cover the
@@ -77,6 +82,8 @@ class SynthConfig:
     limb_mix: float = 0.0
     tilt: float = 0.0
     looks: str = "sequence"
+    pose_prior: float = 0.0
+    mirror: float = 0.0
 
 
 LOOKS = ("sequence", "frame")
@@ -98,6 +105,8 @@ class Sequence:
     donor_clips: tuple[str, ...] = ()
     frame_looks: bool = False
     tilt: float = 0.0
+    pose_prior: float = 0.0
+    mirror: float = 0.0
 
 
 def plan(cfg: SynthConfig) -> list[Sequence]:
@@ -106,7 +115,7 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
         raise ValueError(f"frames: must be >= 1, got {cfg.frames}")
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
-    for name in ("limb_mix", "tilt"):
+    for name in ("limb_mix", "tilt", "pose_prior", "mirror"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.looks not in LOOKS:
@@ -135,7 +144,8 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
                 mix = cfg.limb_mix if is_train else 0.0
                 seqs.append(Sequence(s, clip, motion.ACTION_NAMES[clip], names.index(clip) + 2, 1, cam,
                                      index, n, is_train, cfg.seed, mix, tuple(train_clips) if mix else (),
-                                     is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0))
+                                     is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0,
+                                     cfg.pose_prior if is_train else 0.0, cfg.mirror if is_train else 0.0))
                 index += n
     return seqs
 
@@ -167,6 +177,10 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
         P = motion.sample_clip(clip, frame_id / FPS)
         if seq.limb_mix:
             P = _mix(P, seq, clips, _rng(seq.seed, index, 7000))
+        if seq.pose_prior:
+            P = _prior(P, seq.pose_prior, _rng(seq.seed, index, 7200))
+        if seq.mirror and _rng(seq.seed, index, 7300).random() < seq.mirror:
+            P = motion.mirror(P)
         if seq.tilt:
             P = _tilt(P, seq.tilt, _rng(seq.seed, index, 7500))
         P = motion.rescale_bones(P, lengths)
@@ -206,6 +220,19 @@ def _mix(P: np.ndarray, seq: Sequence, clips: dict, rng: np.random.Generator) ->
             donor = clips[seq.donor_clips[int(rng.integers(len(seq.donor_clips)))]]
             donors[name] = motion.sample_clip(donor, rng.uniform(0.0, donor.duration))
     return motion.mix_limbs(P, donors) if donors else P
+
+
+def _prior(P: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Each limb of ``motion.PRIOR_LIMBS`` re-posed with probability ``prob`` at joint angles drawn
+    within ``motion.ANGLE_LIMITS_DEG``; when a leg moved, the pose keeps the clip frame's ground
+    contact (``motion.keep_ground_contact``)."""
+    out = P
+    for limb in motion.PRIOR_LIMBS:
+        if rng.random() < prob:
+            out = motion.sample_limb(out, limb, rng)
+    if any(not np.array_equal(out[i], P[i]) for i in (3, 6)):
+        out = motion.keep_ground_contact(out, P)
+    return out
 
 
 def _tilt(P: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
