@@ -19,6 +19,9 @@ Conventions (state them when reporting numbers: papers differ on them):
 - ``action_table`` gives both averages: ``frame_weighted`` (mean over all frames, C2F
   ``errorH36M.m`` / mks0601 ``tot``) and ``action_wise`` (mean of the per-action means,
   VideoPose3D).
+- ``group_errors`` splits the errors by joint group (``skeleton.JOINT_GROUPS_17``: torso, arms,
+  legs): root-aligned MPJPE, PA-MPJPE (the whole pose aligned, then the group's joints) and the 2D
+  PCK at a fraction of each sample's person-box side.
 - ``pck3d`` / ``auc3d`` are per-sample fractions of joints within a distance threshold (after
   root alignment by default); average them over samples (or feed them to ``action_table``).
 """
@@ -35,6 +38,8 @@ __all__ = [
     "auc3d",
     "evaluate_predictions",
     "format_action_table",
+    "group_errors",
+    "joint_errors",
     "mpjpe",
     "n_mpjpe",
     "pa_mpjpe",
@@ -227,6 +232,45 @@ def auc3d(pred, gt, thresholds=None, root: int | None = 0) -> np.ndarray:
         g = g - g[:, root : root + 1]
     err = _joint_errors(p, g)  # (N, J)
     return (err[:, :, None] <= thr[None, None, :]).mean(axis=(1, 2))
+
+
+def joint_errors(pred, gt, root: int | None = 0) -> np.ndarray:
+    """Per-joint Euclidean errors ``(N, J)`` float64 (2D or 3D points: ``(N, J, C)``), after
+    subtracting joint ``root`` from both (``None``: absolute)."""
+    p, g = _to_numpy(pred, "pred"), _to_numpy(gt, "gt")
+    if p.ndim != 3 or p.shape != g.shape:
+        raise ValueError(f"pred: expected shape (N, J, C) equal to gt's, got {p.shape} and {g.shape}")
+    if not (np.isfinite(p).all() and np.isfinite(g).all()):
+        raise ValueError("pred/gt: contains NaN or inf")
+    _check_root(root, p.shape[1])
+    if root is not None:
+        p = p - p[:, root : root + 1]
+        g = g - g[:, root : root + 1]
+    return _joint_errors(p, g)
+
+
+def group_errors(pred, gt, uv_pred, uv_gt, box_side, groups: Mapping[str, Sequence[int]],
+                 pck_fraction: float = 0.1) -> dict[str, dict[str, float]]:
+    """Errors per joint group, averaged over samples and the group's joints.
+
+    pred, gt: ``(N, J, 3)`` mm; uv_pred, uv_gt: ``(N, J, 2)`` px (e.g. raw image px); box_side:
+    ``(N,)`` the person box side in the same px. Returns ``{group: {"mpjpe": mm (root-aligned on
+    joint 0), "pa_mpjpe": mm (whole pose Procrustes-aligned), "pck2d": fraction of joints with 2D
+    error ≤ pck_fraction × box_side}}``.
+    """
+    side = _to_numpy(box_side, "box_side").reshape(-1)
+    e3 = joint_errors(pred, gt, root=0)
+    if side.shape != (e3.shape[0],) or not (side > 0).all():
+        raise ValueError(f"box_side: expected {e3.shape[0]} positive sides, got shape {side.shape}")
+    _, g = _pair(pred, gt)
+    ea = _joint_errors(procrustes_align(pred, gt, scale=True), g)
+    hit = joint_errors(uv_pred, uv_gt, root=None) <= _check_threshold(pck_fraction, "pck_fraction") * side[:, None]
+    out = {}
+    for name, idx in groups.items():
+        idx = list(idx)
+        out[name] = {"mpjpe": float(e3[:, idx].mean()), "pa_mpjpe": float(ea[:, idx].mean()),
+                     "pck2d": float(hit[:, idx].mean())}
+    return out
 
 
 # --- per-action tables --------------------------------------------------------------------------

@@ -39,6 +39,13 @@ ROOT = 0
 #: Bones for drawing, (parent, child) pairs (mks0601 order).
 BONES_17: tuple[tuple[int, int], ...] = tuple((p, c) for c, p in enumerate(PARENTS_17) if p >= 0)
 
+#: Joint groups of the 17-joint set for per-limb errors (``pose.metrics.group_errors``): the torso
+#: with hips, shoulders and head (pelvis included: 0 mm after root alignment, counted in 2D and PA),
+#: the arms (elbows, wrists) and the legs (knees, ankles).
+JOINT_GROUPS_17: dict[str, tuple[int, ...]] = {
+    "torso": (0, 1, 4, 7, 8, 9, 10, 11, 14), "arms": (12, 13, 15, 16), "legs": (2, 3, 5, 6),
+}
+
 # --- 16 joints (Caffe seed "usable" set = 17 minus Torso) --------------------------------------
 H36M_16_FROM_32: tuple[int, ...] = (0, 1, 2, 3, 6, 7, 8, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 H36M_16_FROM_17: tuple[int, ...] = tuple(H36M_17_FROM_32.index(i) for i in H36M_16_FROM_32)

@@ -172,7 +172,7 @@ def test_dvc_dag_lists_the_chain(run_cli, repo_root):
     r = _dvc(run_cli, repo_root, "stage", "list", timeout=120)
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()]
-    assert names[:2] == ["synth", "prepare"]
+    assert names[:2] == ["synth", "prepare"] and "real_split" in names
     assert [n for n in names if n.startswith("train@")] == [f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)]
     assert {"evaluate", "lift_supervised", "lift_unsupervised"} <= set(names)
 
@@ -187,7 +187,7 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     r = _dvc(run_cli, repo, "repro")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-4000:]
     ran = _ran(r.stdout)
-    expected_all = {"synth", "prepare", "evaluate", "lift_supervised", "lift_unsupervised"} | {
+    expected_all = {"synth", "prepare", "real_split", "evaluate", "lift_supervised", "lift_unsupervised"} | {
         f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)}
     assert ran == expected_all
     for key in ("d2_02", "d2_64"):
@@ -198,7 +198,13 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     assert ev["baseline_mean_pose"]["mpjpe"]["full"] > 0
     for png in ("mpjpe_per_stage.png", "training_curves.png"):
         assert (repo / "outputs" / "eval" / png).stat().st_size > 1000
-    assert "| d2_64 | 64 |" in (repo / "outputs" / "eval" / "report.md").read_text()
+    report = (repo / "outputs" / "eval" / "report.md").read_text()
+    assert "| d2_64 | 64 |" in report
+    # the real-pose split: evaluated beside the embedded one (micro: max_samples of its 394 poses)
+    assert ev["real"]["num_test"] == 16 and set(ev["real"]["stages"]) == set(ev["stages"])
+    assert ev["real"]["baseline_mean_pose"]["mpjpe"]["full"] > 0
+    assert set(ev["real"]["stages"]["d2_64"]["groups"]) == {"torso", "arms", "legs"}
+    assert "## Real-pose split" in report and "| real poses | d2_64 |" in report
 
     r = _dvc(run_cli, repo, "metrics", "show", "--json", timeout=300)
     assert r.returncode == 0, r.stderr

@@ -68,3 +68,32 @@ def test_incomplete_packed_copy_is_one_line_before_any_model(micro_packed, tmp_p
         evaluate(make_profile("micro"), tmp_path)
     assert str(exc.value) == (f"{shard}: {n // 2:,} bytes, meta.json records {n:,} (an incomplete copy of "
                               f"{packed / 'test'}?)")
+
+
+def test_real_split_and_group_tables_from_metrics():
+    """final_summary / real_markdown / group_markdown on hand-made figures: reduction, monotonicity,
+    one table row per stage and split."""
+    from workflows.evaluate import final_summary, group_markdown, real_markdown
+
+    groups = {g: {"mpjpe": 100.0, "pa_mpjpe": 80.0, "pck2d": 0.5} for g in ("torso", "arms", "legs")}
+
+    def split(values, base):
+        stages = {f"d2_{d:02d}": {"d2": d, "mpjpe_argmax": {"full": v}, "mpjpe_soft": {"full": v + 1},
+                                  "pa_mpjpe": {"full": v / 2}, "groups": groups} for d, v in values}
+        return {"stages": stages, "baseline_mean_pose": {"mpjpe": {"full": base}, "pa_mpjpe": {"full": base / 2},
+                                                         "groups": groups}}
+
+    real = split([(2, 400.0), (4, 250.0)], 300.0)
+    real.update(num_test=394, source="tests/data/c2f-vol-demo/valid.npz")
+    real["final"] = final_summary(real)
+    assert real["final"]["reduction_vs_baseline"] == pytest.approx(1 / 6)
+    assert real["final"]["monotone_decrease"] and real["final"]["baseline_pa_mpjpe"] == 150.0
+    assert not final_summary(split([(2, 200.0), (4, 250.0)], 300.0))["monotone_decrease"]
+    m = {**split([(2, 500.0), (4, 300.0)], 400.0), "real": real}
+    lines = real_markdown(m)
+    assert "| d2_04 | 4 | 250.0 | 251.0 | – | 125.0 | 16.7 % |" in lines
+    assert "| mean pose | – | 300.0 | – | – | 150.0 | – |" in lines
+    table = group_markdown(m)
+    assert sum(ln.startswith("| embedded |") for ln in table) == 3 and sum(ln.startswith("| real poses |") for ln in table) == 3
+    assert "| real poses | d2_04 | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % |" in table
+    assert real_markdown({"stages": {}}) == []

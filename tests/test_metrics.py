@@ -234,3 +234,30 @@ def test_bad_input_other_arguments():
         M.action_table([1.0, np.nan], [0, 1], ["a", "b"])
     with pytest.raises(ValueError, match="tables"):
         M.format_action_table({})
+
+
+def test_group_errors_by_hand():
+    """Per-group 3D MPJPE / PA-MPJPE and 2D PCK on poses whose errors are known joint by joint."""
+    from pose.skeleton import JOINT_GROUPS_17
+
+    rng = np.random.default_rng(5)
+    gt = rng.normal(0.0, 300.0, (4, 17, 3))
+    pred = gt.copy()
+    arms, legs = list(JOINT_GROUPS_17["arms"]), list(JOINT_GROUPS_17["legs"])
+    pred[:, arms, 0] += 60.0  # every arm joint 60 mm off, the rest exact
+    uv_gt = rng.uniform(0.0, 1000.0, (4, 17, 2))
+    uv_pred = uv_gt.copy()
+    uv_pred[:, legs, 1] += 25.0  # 25 px: beyond 0.1 × a 200 px box, within 0.1 × a 300 px box
+    side = np.array([200.0, 200.0, 300.0, 300.0])
+    g = M.group_errors(pred, gt, uv_pred, uv_gt, side, JOINT_GROUPS_17)
+    assert set(g) == {"torso", "arms", "legs"}
+    assert g["arms"]["mpjpe"] == pytest.approx(60.0) and g["torso"]["mpjpe"] == pytest.approx(0.0, abs=1e-9)
+    assert g["legs"]["mpjpe"] == pytest.approx(0.0, abs=1e-9)
+    pa = M.procrustes_align(pred, gt, scale=True)
+    e = np.linalg.norm(pa - gt, axis=-1)
+    assert g["arms"]["pa_mpjpe"] == pytest.approx(e[:, arms].mean()) and 0 < g["torso"]["pa_mpjpe"] < 60.0
+    assert (g["torso"]["pck2d"], g["arms"]["pck2d"], g["legs"]["pck2d"]) == (1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="box_side: expected 4 positive sides"):
+        M.group_errors(pred, gt, uv_pred, uv_gt, side[:3], JOINT_GROUPS_17)
+    # the groups cover the 17 joints once each
+    assert sorted(i for idx in JOINT_GROUPS_17.values() for i in idx) == list(range(17))

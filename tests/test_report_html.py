@@ -33,6 +33,7 @@ def evaluated(tmp_path_factory, micro_packed) -> Path:
 
     root = tmp_path_factory.mktemp("proj")
     cfg = make_profile("micro")
+    cfg["data"]["real_test"] = None  # the embedded split only (tests/test_dvc_pipeline.py runs both)
     write_config(cfg, root / "stages.yaml")
     (root / "outputs" / "data").mkdir(parents=True)
     (root / "outputs" / "data" / "packed").symlink_to(micro_packed, target_is_directory=True)
@@ -52,7 +53,8 @@ def test_report_html_is_self_contained(evaluated):
     # nothing is fetched: no http(s) or file references, every image inline
     assert not re.search(r"(src|href)=\"(?!data:)", page)
     assert "| d2_64 |" in (evaluated / "report.md").read_text()
-    assert page.count("<table>") == 3  # per stage (with the mean pose), per action final, per action every stage
+    # per stage (with the mean pose), per action final, per action every stage, per joint group
+    assert page.count("<table>") == 4
     assert page.count('class="gallery best"') == 4 and page.count('class="gallery worst"') == 4
     errs = [float(v) for v in re.findall(r"test frame \d+, \w+: ([\d.]+) mm</figcaption>", page)]
     assert len(errs) == 8 and max(errs[:4]) <= min(errs[4:])  # the best are better than the worst
@@ -70,17 +72,17 @@ def test_report_html_in_headless_chromium(evaluated, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     tables = re.findall(r"<table>(.*?)</table>", html, re.S)
-    assert len(tables) == 3
+    assert len(tables) == 4  # per stage, per action final, per action every stage, per joint group
     stage_rows = re.findall(r"<tr>(.*?)</tr>", tables[0], re.S)
     assert len(stage_rows) == 1 + 6 + 1  # header, six stages, mean pose
     assert "mean pose" in stage_rows[-1] and re.search(r"<td class=\"num\">\d+\.\d</td>", stage_rows[1])
     assert len(re.findall(r"<img alt=\"[^\"]+\" src=\"data:image/png;base64,", html)) == 2 + 8
     shot = tmp_path / "report.png"
-    r = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2400", url],
+    r = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,3000", url],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
     img = cv2.imread(str(shot))
-    assert img.shape[:2] == (2400, 1280)
+    assert img.shape[:2] == (3000, 1280)  # tall enough for the tables and the first plots
     # the page is drawn: not blank, and the inline plots/pictures add colour (not only black text on white)
     assert img.std() > 20
     sat = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)[..., 1]

@@ -103,13 +103,13 @@ def test_mix_limbs_moves_whole_limbs_in_the_body_frame():
 
 
 def test_pose_diversity_touches_training_frames_only(tmp_path):
-    """limb_mix / tilt / per-frame looks change training frames (new poses, bones kept, 2D still the
+    """limb_mix / tilt / pose_prior / mirror / per-frame looks change training frames (new poses, bones kept, 2D still the
     projection of 3D) and leave the test split byte-identical."""
     cfg = dict(TINY, frames=32)
     plain, mixed = tmp_path / "plain", tmp_path / "mixed"
     generate.generate(str(plain), generate.SynthConfig(seed=3, **cfg), progress=False)
-    generate.generate(str(mixed), generate.SynthConfig(seed=3, limb_mix=0.6, tilt=0.5, looks="frame", **cfg),
-                      progress=False)
+    generate.generate(str(mixed), generate.SynthConfig(seed=3, limb_mix=0.6, tilt=0.5, looks="frame",
+                                                       pose_prior=0.5, mirror=0.5, **cfg), progress=False)
     seqs = generate.plan(generate.SynthConfig(seed=3, **cfg))
     train = [i for q in seqs if q.train for i in range(q.start_index, q.start_index + q.n_frames)]
     test = [i for q in seqs if not q.train for i in range(q.start_index, q.start_index + q.n_frames)]
@@ -131,6 +131,8 @@ def test_pose_diversity_touches_training_frames_only(tmp_path):
         generate.plan(generate.SynthConfig(limb_mix=1.5, **TINY))
     with pytest.raises(ValueError, match="looks"):
         generate.plan(generate.SynthConfig(looks="clip", **TINY))
+    with pytest.raises(ValueError, match=r"pose_prior: must be in \[0, 1\], got -0.1"):
+        generate.plan(generate.SynthConfig(pose_prior=-0.1, **TINY))
 
 
 # --- writer formats (against the real toy files) ---------------------------------------------

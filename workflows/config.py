@@ -7,7 +7,8 @@ Layout (every section is a mapping; unknown keys are errors)::
     model:    {preset: tiny|micro|full, <ModelConfig field>: value, ...}   (d2 / heatmap2_std come from the stage)
     targets:  {sigma_2d, depth_range: [lb, ub]}                           (mm; one range for encode + decode)
     data:     {source: embedded | PATH, layout, synth_frames, synth_seed, synth_limb_mix, synth_tilt,
-               synth_looks: sequence|frame, on_bad, max_skip_fraction,
+               synth_pose_prior, synth_mirror,
+               synth_looks: sequence|frame, real_test: NPZ | null, on_bad, max_skip_fraction,
                aug: true | false | {scale_factor, rot_factor, rot_prob, rot_max, flip_prob, color_factor},
                train_limit, val_size, loader_workers, image_cache_mb}
     stage_defaults: {lr, ratio_3d, heatmap2_std, heatmap2_init: normal|upsample, epochs | iterations,
@@ -82,6 +83,10 @@ PRECISIONS = ("fp32", "bf16")  # bf16: forward under torch.autocast (GPU), losse
 _STAGE_MODEL_FIELDS = ("d2", "heatmap2_std")
 _STAGE_KEY = re.compile(r"^d2_(\d{2,})$")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+#: ``data.real_test`` default (a path relative to the project root): 394 real Human3.6M poses of S9
+#: with their intrinsics and person boxes (c2f-vol-demo, tests/data/c2f-vol-demo/), rendered with
+#: their own camera and box by ``pose.data.synth.real`` as a test split that is evaluated, never trained on
+REAL_TEST = "tests/data/c2f-vol-demo/valid.npz"
 
 
 class ConfigError(ValueError):
@@ -169,9 +174,13 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "synth_seed": _F("int", 0),
         "synth_limb_mix": _F("float", 0.0, check=_unit),
         "synth_tilt": _F("float", 0.0, check=_unit),
+        "synth_pose_prior": _F("float", 0.0, check=_unit),
+        "synth_mirror": _F("float", 0.0, check=_unit),
         # pose.data.synth.generate.LOOKS, copied: importing the renderer would make it a code dependency
         # of every DVC stage (tests/test_config.py checks the two agree)
         "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),
+        # an npz of real poses rendered as a second, evaluate-only test split (workflows/data.py)
+        "real_test": _F("str", REAL_TEST, null=True),
         "on_bad": _F("str", "skip", choices=("skip", "fail")),
         "max_skip_fraction": _F("float", 0.01, check=_unit),
         "aug": _F("any", True),

@@ -1,7 +1,8 @@
-"""Data stages of the DVC pipeline: ``synth`` (render the embedded default dataset) and ``prepare``.
+"""Data stages of the DVC pipeline: ``synth`` (render the embedded default dataset), ``prepare``, ``real``.
 
     python -m workflows.data synth    [--config stages.yaml] [--root DIR]
     python -m workflows.data prepare  [--config stages.yaml] [--root DIR]
+    python -m workflows.data real     [--config stages.yaml] [--root DIR]
 
 ``data.source`` in stages.yaml selects the data:
 
@@ -17,6 +18,14 @@
 ``prepare`` writes ``outputs/data/packed/{train,test}`` via ``pose prepare SRC --out ... --split all``
 (atomic; an interrupted run resumes from ``outputs/data/packed.partial``). Errors (missing path,
 unreadable data, too much of a split bad) are one ``error:`` line and exit code 1.
+
+The **real-pose test split** (``real``, the ``real_split`` stage; ``data.real_test``: an npz of real
+poses, by default the 394 Human3.6M S9 poses of ``tests/data/c2f-vol-demo/valid.npz``; null =
+none), whatever ``data.source``: rendered into ``outputs/data/real/raw`` by
+``pose.data.synth.real`` (each pose with its own camera and person box, fixed looks: the same
+files byte for byte on every run) and packed into ``outputs/data/real/packed/test``. It is
+evaluated only (``workflows/evaluate.py``), never trained or validated on. With ``real_test: null``
+the folder holds only ``NONE.txt``.
 """
 
 from __future__ import annotations
@@ -59,7 +68,8 @@ def synth(cfg: dict, root: Path) -> Path:
 
             d = cfg["data"]
             argv = ["--out", str(tmp), "--seed", str(d["synth_seed"]),
-                    "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"]]
+                    "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"],
+                    "--pose-prior", str(d["synth_pose_prior"]), "--mirror", str(d["synth_mirror"])]
             if d["synth_frames"]:
                 argv += ["--frames", str(d["synth_frames"])]
             _pose("synth", synth_cli, argv)
@@ -100,15 +110,58 @@ def prepare(cfg: dict, root: Path) -> Path:
     return out
 
 
+def real(cfg: dict, root: Path) -> Path:
+    """The ``real_split`` stage: ``data.real_test`` rendered into ``outputs/data/real/raw`` and packed
+    into ``outputs/data/real/packed/test`` (module docstring); written into a temporary folder and
+    renamed, so a stopped run leaves no half split."""
+    out = outputs_dir(root, "data", "real")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / ".real.tmp"  # a fixed name: the packed meta.json records it, the same on every run
+    npz = cfg["data"]["real_test"]
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        if npz is None:
+            (tmp / "NONE.txt").write_text("data.real_test: null (no real-pose test split)\n")
+        else:
+            path = source_path(npz, root)
+            if not path.is_file():
+                raise UserError(f"data.real_test: file not found: {path}")
+            from pose.data import prepare as pose_prepare
+            from pose.data.synth.real import render_real
+
+            try:
+                s = render_real(path, tmp / "raw")
+            except ValueError as exc:
+                raise UserError(f"data.real_test: {exc}") from None
+            print(f"real_split: {s['frames']} real poses ({','.join(s['subjects'])}: {','.join(s['actions'])}) "
+                  f"from {path}")
+            d = cfg["data"]
+            _pose("prepare", pose_prepare, [str(tmp / "raw"), "--out", str(tmp / "packed"), "--layout", "seed",
+                                            "--split", "test", "--on-bad", d["on_bad"],
+                                            "--max-skip-fraction", str(d["max_skip_fraction"]), "--workers", "1"])
+            if not (tmp / "packed" / "test" / "meta.json").is_file():
+                raise UserError(f"data.real_test: `pose prepare` produced no test split from {path}")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+STEPS = {"synth": synth, "prepare": prepare, "real": real}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workflows.data", description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=("synth", "prepare"))
+    p.add_argument("step", choices=STEPS)
     p.add_argument("--config", default="stages.yaml")
     p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     root = project_root(args.root)
-    out = synth(cfg, root) if args.step == "synth" else prepare(cfg, root)
+    out = STEPS[args.step](cfg, root)
     print(f"{args.step}: wrote {out}")
     return 0
 

@@ -32,6 +32,11 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tilt", type=float, default=0.0, metavar="P",
                         help="probability that a training pose is tilted about the pelvis by up to 90 degrees "
                         "(default 0)")
+    parser.add_argument("--pose-prior", type=float, default=0.0, metavar="P",
+                        help="probability that each arm and leg of a training frame is re-posed at joint angles "
+                        "drawn within human joint-angle limits (default 0)")
+    parser.add_argument("--mirror", type=float, default=0.0, metavar="P",
+                        help="probability that a training pose is replaced by its left/right mirror image (default 0)")
     parser.add_argument("--looks", choices=LOOKS, default="sequence",
                         help="draw clothes/girth/light once per sequence (default) or per training frame")
     parser.add_argument("--preview", default=None, metavar="PNG",
@@ -94,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
     test_clips = tuple(args.test_clips.split(",")) if args.test_clips else DEFAULT_TEST_CLIPS
     try:
         cfg = SynthConfig(frames=args.frames, seed=args.seed, workers=max(1, args.workers), test_clips=test_clips,
-                          limb_mix=args.limb_mix, tilt=args.tilt, looks=args.looks)
+                          limb_mix=args.limb_mix, tilt=args.tilt, looks=args.looks,
+                          pose_prior=args.pose_prior, mirror=args.mirror)
         s = generate(args.out, cfg, force=args.force, progress=not args.quiet)
     except (FileExistsError, ValueError) as exc:
         print(f"pose synth: error: {exc}", file=sys.stderr)

@@ -19,8 +19,13 @@ Layout of the data set (all choices documented here):
   kept in its donor's body frame (``motion.mix_limbs``: bone lengths and bends kept) — new limb
   combinations of the training motions, the "MoCap-guided" augmentation of Rogez & Schmid (2016);
   ``tilt`` = probability that the whole training pose is rotated about the pelvis by U(0°, 90°)
-  about a random horizontal axis (leaning, lying, upside-down versions of the training poses).
-  Both draw from their own per-frame generators, so the frames' crops, backgrounds and cameras are
+  about a random horizontal axis (leaning, lying, upside-down versions of the training poses);
+  ``pose_prior`` = probability that each arm and leg is re-posed at joint angles drawn uniformly
+  within human joint-angle limits (``motion.ANGLE_LIMITS_DEG``, ``motion.sample_limb``: poses the
+  clips never reach, e.g. arms raised sideways), the feet kept on the floor where the clip frame
+  touches it; ``mirror`` = probability that the training pose is replaced by its left/right mirror
+  image (``motion.mirror``). Applied in the order mixing, prior, mirror, tilt.
+  Each draws from its own per-frame generator, so the frames' crops, backgrounds and cameras are
   the same with and without them.
 - Frames of a sequence: a virtual 50 Hz video of the (looping) clip; ``frame_id`` = start +
   step·i with step = ⌊duration·50 / n⌋ (≥ 1) and a random start < step, so the frames cover the
@@ -77,6 +82,8 @@ class SynthConfig:
     limb_mix: float = 0.0
     tilt: float = 0.0
     looks: str = "sequence"
+    pose_prior: float = 0.0
+    mirror: float = 0.0
 
 
 LOOKS = ("sequence", "frame")
@@ -98,6 +105,8 @@ class Sequence:
     donor_clips: tuple[str, ...] = ()
     frame_looks: bool = False
     tilt: float = 0.0
+    pose_prior: float = 0.0
+    mirror: float = 0.0
 
 
 def plan(cfg: SynthConfig) -> list[Sequence]:
@@ -106,7 +115,7 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
         raise ValueError(f"frames: must be >= 1, got {cfg.frames}")
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
-    for name in ("limb_mix", "tilt"):
+    for name in ("limb_mix", "tilt", "pose_prior", "mirror"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.looks not in LOOKS:
@@ -135,7 +144,8 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
                 mix = cfg.limb_mix if is_train else 0.0
                 seqs.append(Sequence(s, clip, motion.ACTION_NAMES[clip], names.index(clip) + 2, 1, cam,
                                      index, n, is_train, cfg.seed, mix, tuple(train_clips) if mix else (),
-                                     is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0))
+                                     is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0,
+                                     cfg.pose_prior if is_train else 0.0, cfg.mirror if is_train else 0.0))
                 index += n
     return seqs
 
@@ -160,29 +170,45 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
     n_video = max(int(np.floor(clip.duration * FPS)), 1)
     step = max(n_video // seq.n_frames, 1)
     start = int(r.integers(step))
-    # zlib level 1 + RLE strategy + the "up" filter: ~2× faster than OpenCV's default, ~same size
-    flags = [cv2.IMWRITE_PNG_COMPRESSION, png_compression, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-             cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    flags = png_flags(png_compression)
     for i in range(seq.n_frames):
         index = seq.start_index + i
         frame_id = start + step * i
         P = motion.sample_clip(clip, frame_id / FPS)
         if seq.limb_mix:
             P = _mix(P, seq, clips, _rng(seq.seed, index, 7000))
+        if seq.pose_prior:
+            P = _prior(P, seq.pose_prior, _rng(seq.seed, index, 7200))
+        if seq.mirror and _rng(seq.seed, index, 7300).random() < seq.mirror:
+            P = motion.mirror(P)
         if seq.tilt:
             P = _tilt(P, seq.tilt, _rng(seq.seed, index, 7500))
         P = motion.rescale_bones(P, lengths)
         if seq.frame_looks:
             look = render.random_look(_rng(seq.seed, index, 8000))
         img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look)
-        X32 = motion.to32(P_cam)
-        uv32 = cam.project(X32) @ A[:, :2].T + A[:, 2]
-        ok, png = cv2.imencode(".png", img, flags)
-        if not ok:
-            raise RuntimeError(f"PNG encoding failed for sample {index}")
         info = writer.format_info(seq.subject, seq.action_id, seq.action, seq.subaction, seq.camera_id, frame_id)
-        writer.write_sample(root, index, png.tobytes(), bbox, uv32, X32, cam.R, cam.T, cam.f, cam.c, info)
+        write_frame(root, index, img, bbox, A, P_cam, cam, info, flags)
     return seq.n_frames
+
+
+def png_flags(level: int = 1) -> list[int]:
+    """``cv2.imencode`` flags: zlib ``level`` + RLE strategy + the "up" filter (~2× faster than
+    OpenCV's default, about the same size)."""
+    return [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+
+
+def write_frame(root: str, index: int, img: np.ndarray, bbox: np.ndarray, A: np.ndarray, P_cam: np.ndarray,
+                cam: render.Camera, info: str, flags: list[int]) -> None:
+    """Write one rendered frame (``render.render_frame``'s outputs) as seed-layout sample ``index``:
+    the 32 joints of P_cam (21,3) camera mm, their crop-px projection through A (2,3), the camera."""
+    X32 = motion.to32(P_cam)
+    uv32 = cam.project(X32) @ A[:, :2].T + A[:, 2]
+    ok, png = cv2.imencode(".png", img, flags)
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for sample {index}")
+    writer.write_sample(root, index, png.tobytes(), bbox, uv32, X32, cam.R, cam.T, cam.f, cam.c, info)
 
 
 def _mix(P: np.ndarray, seq: Sequence, clips: dict, rng: np.random.Generator) -> np.ndarray:
@@ -194,6 +220,19 @@ def _mix(P: np.ndarray, seq: Sequence, clips: dict, rng: np.random.Generator) ->
             donor = clips[seq.donor_clips[int(rng.integers(len(seq.donor_clips)))]]
             donors[name] = motion.sample_clip(donor, rng.uniform(0.0, donor.duration))
     return motion.mix_limbs(P, donors) if donors else P
+
+
+def _prior(P: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Each limb of ``motion.PRIOR_LIMBS`` re-posed with probability ``prob`` at joint angles drawn
+    within ``motion.ANGLE_LIMITS_DEG``; when a leg moved, the pose keeps the clip frame's ground
+    contact (``motion.keep_ground_contact``)."""
+    out = P
+    for limb in motion.PRIOR_LIMBS:
+        if rng.random() < prob:
+            out = motion.sample_limb(out, limb, rng)
+    if any(not np.array_equal(out[i], P[i]) for i in (3, 6)):
+        out = motion.keep_ground_contact(out, P)
+    return out
 
 
 def _tilt(P: np.ndarray, prob: float, rng: np.random.Generator) -> np.ndarray:

@@ -169,3 +169,132 @@ def mix_limbs(points: np.ndarray, donors: dict[str, np.ndarray]) -> np.ndarray:
         local = (donor[list(idx)] - donor[anchor]) @ Rd  # donor offsets in the donor's body frame
         out[list(idx)] = points[anchor] + local @ frames[which].T
     return out
+
+
+# --- pose coverage beyond the clips: mirroring and a joint-angle-limit prior ---------------------
+#: left/right pairs of the 21 points (hips, knees, ankles, shoulders, elbows, wrists, toe base, toe end)
+MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16), (17, 19), (18, 20))
+_SWAP = np.arange(NUM_POINTS)
+for _a, _b in MIRROR_PAIRS:
+    _SWAP[_a], _SWAP[_b] = _b, _a
+
+
+def mirror(points: np.ndarray) -> np.ndarray:
+    """The left/right mirror image of a pose (21,3): reflected in the body's sagittal plane (through
+    the pelvis, normal = the horizontal part of the hips' R→L axis) and its left and right points
+    exchanged, so "right wrist" is again the right one. An isometry: bone lengths swap sides, the
+    heights (z) and so the ground contact stay."""
+    side = points[4] - points[1]
+    n = np.array([side[0], side[1], 0.0])
+    if np.linalg.norm(n) < 1e-6:  # hips vertical (lying on a side): the plane normal to the hip axis
+        n = side
+    n = n / max(float(np.linalg.norm(n)), 1e-9)
+    reflected = points - 2.0 * ((points - points[0]) @ n)[:, None] * n
+    return reflected[_SWAP]
+
+
+#: Joint-angle limits of :func:`sample_limb` (degrees), a simple kinematic model of each limb in its
+#: body frame (``body_frame``: x = the body's left, y = up, z = forward; a right limb uses the same
+#: numbers mirrored): ranges of the ordinary active motion of an adult (clinical range-of-motion
+#: tables, rounded):
+#: - shoulder: elevation 0..170 (angle of the upper arm from hanging straight down) in a plane of
+#:   elevation -40..130 (0 = sideways abduction, 90 = forward flexion, > 90 = across the chest,
+#:   < 0 = behind the body); humeral rotation -90..90 sets the elbow's hinge axis;
+#: - elbow flexion 0..150 (0 = straight);
+#: - hip flexion -20..120 (forward; negative = extension behind), abduction -30..45 (outward;
+#:   negative = across the other leg); hip rotation -40..40 sets the knee's hinge axis;
+#: - knee flexion 0..150 (0 = straight; the shin folds backwards).
+#: Angles are drawn uniformly within the ranges (each limb independently); the foot (toe points) turns
+#: with the shin, the head and torso stay those of the clip.
+ANGLE_LIMITS_DEG: dict[str, dict[str, tuple[float, float]]] = {
+    "arm": {"elevation": (0.0, 170.0), "plane": (-40.0, 130.0), "rotation": (-90.0, 90.0), "flexion": (0.0, 150.0)},
+    "leg": {"flexion": (-20.0, 120.0), "abduction": (-30.0, 45.0), "rotation": (-40.0, 40.0),
+            "knee": (0.0, 150.0)},
+}
+#: (root joint, middle joint, end joint, following points, side sign, frame) of each limb, 21-point indices;
+#: side +1 = the body's left (+x of the body frame)
+PRIOR_LIMBS: dict[str, tuple[int, int, int, tuple[int, ...], float, str]] = {
+    "right_arm": (14, 15, 16, (), -1.0, "thorax"),
+    "left_arm": (11, 12, 13, (), 1.0, "thorax"),
+    "right_leg": (1, 2, 3, (17, 18), -1.0, "pelvis"),
+    "left_leg": (4, 5, 6, (19, 20), 1.0, "pelvis"),
+}
+
+
+def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """v rotated by ``angle`` rad about the unit ``axis`` (Rodrigues)."""
+    return v * np.cos(angle) + np.cross(axis, v) * np.sin(angle) + axis * (axis @ v) * (1.0 - np.cos(angle))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def limb_angles(upper: np.ndarray, lower: np.ndarray, kind: str, side: float) -> dict[str, float]:
+    """The angles (degrees) of :data:`ANGLE_LIMITS_DEG` of one limb, from its upper and lower bone
+    directions in its body frame (x left, y up, z forward; ``side`` +1 left, -1 right): the
+    inverse of :func:`sample_limb`'s construction, used to check it."""
+    u = _unit(upper * np.array([side, 1.0, 1.0]))  # as a left limb: +x = outward
+    low = _unit(lower * np.array([side, 1.0, 1.0]))
+    bend = float(np.degrees(np.arccos(np.clip(u @ low, -1.0, 1.0))))
+    if kind == "arm":
+        elev = float(np.degrees(np.arccos(np.clip(-u[1], -1.0, 1.0))))
+        plane = float(np.degrees(np.arctan2(u[2], u[0]))) if np.hypot(u[0], u[2]) > 1e-6 else 0.0
+        return {"elevation": elev, "plane": plane, "flexion": bend}
+    return {"flexion": float(np.degrees(np.arctan2(u[2], -u[1]))),
+            "abduction": float(np.degrees(np.arcsin(np.clip(u[0], -1.0, 1.0)))), "knee": bend}
+
+
+def sample_limb(points: np.ndarray, limb: str, rng: np.random.Generator) -> np.ndarray:
+    """``points`` (21,3) with one limb of :data:`PRIOR_LIMBS` re-posed at angles drawn uniformly
+    within :data:`ANGLE_LIMITS_DEG` (bone lengths kept; the foot's points turn with the shin)."""
+    root, mid, end, follow, side, which = PRIOR_LIMBS[limb]
+    F = body_frame(points, which)  # columns: left, up, forward (world)
+    out_ax, up, fwd = side * F[:, 0], F[:, 1], F[:, 2]
+    kind = "arm" if which == "thorax" else "leg"
+    lim = {k: np.radians(rng.uniform(*v)) for k, v in ANGLE_LIMITS_DEG[kind].items()}
+    if kind == "arm":
+        d = np.sin(lim["elevation"]) * (np.cos(lim["plane"]) * out_ax + np.sin(lim["plane"]) * fwd) \
+            - np.cos(lim["elevation"]) * up
+        ref = fwd - (fwd @ d) * d if abs(fwd @ d) < 0.99 else up - (up @ d) * d  # the elbow bends forward
+        bend, rot = lim["flexion"], lim["rotation"]
+    else:
+        s = np.cos(lim["flexion"]) * -up + np.sin(lim["flexion"]) * fwd
+        d = _unit(np.cos(lim["abduction"]) * s + np.sin(lim["abduction"]) * out_ax)
+        ref = np.cross(_unit(F[:, 0] - (F[:, 0] @ d) * d), d)  # the knee folds back: about the lateral axis
+        bend, rot = lim["knee"], lim["rotation"]
+    a = _rotate(_unit(ref), d, rot)
+    lower = np.cos(bend) * d + np.sin(bend) * a
+    out = points.copy()
+    l1 = float(np.linalg.norm(points[mid] - points[root]))
+    l2 = float(np.linalg.norm(points[end] - points[mid]))
+    out[mid] = points[root] + l1 * d
+    out[end] = out[mid] + l2 * lower
+    if follow:  # the foot turns with the shin: the rotation that takes the old shin to the new one
+        R = _align(_unit(points[end] - points[mid]), lower)
+        out[list(follow)] = out[end] + (points[list(follow)] - points[end]) @ R.T
+    return out
+
+
+def _align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3,3) taking unit vector a to unit vector b."""
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1.0 + 1e-9:  # opposite: half a turn about any axis normal to a
+        n = _unit(np.cross(a, [1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.cross(a, [0.0, 1.0, 0.0]))
+        return 2.0 * np.outer(n, n) - np.eye(3)
+    K = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + K + K @ K / (1.0 + c)
+
+
+#: a pose whose lowest point is within this height of the floor (z = 0) touches the ground
+GROUND_CONTACT_MM = 50.0
+
+
+def keep_ground_contact(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``new`` (21,3) moved vertically so that its lowest point is as high as ``old``'s, when ``old``
+    touches the ground (lowest point within :data:`GROUND_CONTACT_MM` of z = 0): re-posed legs then
+    stand on the floor instead of sinking into it or floating; airborne poses keep their height."""
+    low = float(old[:, 2].min())
+    if abs(low) > GROUND_CONTACT_MM:
+        return new
+    return new + np.array([0.0, 0.0, low - float(new[:, 2].min())])

@@ -241,18 +241,20 @@ def background(rng: np.random.Generator, size: int = CROP) -> np.ndarray:
     return cv2.subtract(cv2.add(img, grain), 5)
 
 
-def render_frame(rng: np.random.Generator, P_world: np.ndarray, cam: Camera, look: Look
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def render_frame(rng: np.random.Generator, P_world: np.ndarray, cam: Camera, look: Look,
+                 bbox: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Render one crop.
 
     P_world (21,3) world mm → (image (224,224,3) uint8 BGR, bbox (4,) int raw px,
-    A (2,3) raw→crop affine, P_cam (21,3) camera mm).
+    A (2,3) raw→crop affine, P_cam (21,3) camera mm). ``bbox``: a given square box ``x1 y1 x2 y2``
+    (raw px, e.g. a real dataset's person box) instead of one drawn around the body.
     """
     P_cam = cam.to_camera(P_world)
-    E = extended_points(P_cam)
-    uv = cam.project(E)
-    r = _POINT_R * look.girth * cam.f[0] / np.maximum(E[:, 2], 1.0)  # drawn radius at each point, px
-    bbox = square_box(np.concatenate([uv - r[:, None], uv + r[:, None]]), rng)
+    if bbox is None:
+        E = extended_points(P_cam)
+        uv = cam.project(E)
+        r = _POINT_R * look.girth * cam.f[0] / np.maximum(E[:, 2], 1.0)  # drawn radius at each point, px
+        bbox = square_box(np.concatenate([uv - r[:, None], uv + r[:, None]]), rng)
     A = raw_to_crop(bbox)
     img = background(rng)
     draw_body(img, P_cam, A, cam, look)
