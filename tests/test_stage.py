@@ -28,6 +28,7 @@ def _root(tmp_path: Path, packed: Path | None, stages: list[str] | None = None, 
     if stages:
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k in stages}
     cfg["wandb"]["enabled"] = wandb
+    cfg["data"]["real_test"] = None  # no real-pose split here (tests/test_real_split.py, the micro dvc repro)
     for key, over in stage_overrides.items():
         cfg["train"][key].update(over)
     write_config(cfg, root / "stages.yaml")
