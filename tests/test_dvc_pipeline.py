@@ -159,7 +159,7 @@ def test_every_stage_depends_on_the_code_it_runs(repo_root, run_cli):
         assert missing == [], f"dvc.yaml stage {name}: add to its deps the project code it runs: {missing}"
         code_deps = [d for d in deps if d.startswith(("pose/", "workflows/"))]
         assert [d for d in code_deps if not (repo_root / d).exists()] == [], f"{name}: a code dep does not exist"
-    # the check can fail: the train stages without pose/camera.py (as before issue 16), the evaluate
+    # the check can fail: the train stages without pose/camera.py (as they once were), the evaluate
     # stage without the whole data package
     train_files, train_deps = closures["workflows.stage"], stages["train"][1]
     assert uncovered(train_files, [d for d in train_deps if d != "pose/camera.py"]) == ["pose/camera.py"]
