@@ -57,6 +57,13 @@ def _pose(name: str, module, argv: list[str]) -> None:
         raise UserError(f"`pose {name} {' '.join(argv)}` failed with exit code {rc}")
 
 
+def _replace(out: Path, tmp: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``out`` (whatever ``out`` held before)."""
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
 def synth(cfg: dict, root: Path) -> Path:
     out = outputs_dir(root, "data", "raw")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,9 +85,7 @@ def synth(cfg: dict, root: Path) -> Path:
                 raise UserError(f"data.source: path does not exist: {src}")
             tmp.mkdir()
             (tmp / "SOURCE.txt").write_text(f"{src}\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _replace(out, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -142,9 +147,7 @@ def real(cfg: dict, root: Path) -> Path:
                                             "--max-skip-fraction", str(d["max_skip_fraction"]), "--workers", "1"])
             if not (tmp / "packed" / "test" / "meta.json").is_file():
                 raise UserError(f"data.real_test: `pose prepare` produced no test split from {path}")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _replace(out, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -109,6 +109,15 @@ class Sequence:
     mirror: float = 0.0
 
 
+def clear_out(out: str | os.PathLike, force: bool) -> str:
+    """Absolute ``out``, removed if it exists (a non-empty one only with ``force``: FileExistsError)."""
+    out = os.path.abspath(out)
+    if os.path.exists(out):
+        if not force and (not os.path.isdir(out) or os.listdir(out)):
+            raise FileExistsError(f"out: {out} exists and is not empty (use --force to replace it)")
+        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    return out
+
 def plan(cfg: SynthConfig) -> list[Sequence]:
     """The sequences of the data set in global-index order."""
     if cfg.frames < 1:
@@ -275,11 +284,7 @@ def generate(out: str, cfg: SynthConfig, force: bool = False, progress: bool = T
 
     Returns a summary dict (frames, train/test counts, seconds, frames/s).
     """
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        if not force and (not os.path.isdir(out) or os.listdir(out)):
-            raise FileExistsError(f"out: {out} exists and is not empty (use --force to replace it)")
-        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    out = clear_out(out, force)
     tmp = out + ".tmp-synth"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)

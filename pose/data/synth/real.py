@@ -26,7 +26,7 @@ import numpy as np
 
 from pose import skeleton
 from pose.data.synth import render, writer
-from pose.data.synth.generate import PROTOCOL2_STEP, png_flags, write_frame
+from pose.data.synth.generate import PROTOCOL2_STEP, clear_out, png_flags, write_frame
 
 #: seed of the looks/backgrounds of the real split (independent of ``data.synth_seed``)
 REAL_SEED = 19
@@ -121,11 +121,7 @@ def render_real(src: str | os.PathLike, out: str | os.PathLike, seed: int = REAL
     Returns {frames, subjects, actions}.
     """
     poses = load_real_poses(src)
-    out = os.path.abspath(out)
-    if os.path.exists(out):
-        if not force and (not os.path.isdir(out) or os.listdir(out)):
-            raise FileExistsError(f"out: {out} exists and is not empty (use --force to replace it)")
-        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    out = clear_out(out, force)
     tmp = out + ".tmp-real"
     shutil.rmtree(tmp, ignore_errors=True)
     meta = [parse_imgname(n) for n in poses.imgname]
