@@ -40,8 +40,10 @@ __all__ = [
     "DECODINGS",
     "DEFAULT_SOFTMAX_SCALE",
     "Decoded",
+    "LOCAL_RADIUS",
     "argmax",
     "argmax_2d",
+    "argmax_local",
     "decode_2d_stage",
     "decode_batch",
     "decode_grid",
@@ -140,6 +142,49 @@ def argmax_2d(hm):
     """Hard argmax of each joint's heatmap. hm: ``(B, J, H, W)`` → int64 ``(B, J, 2)`` = (x, y)."""
     t, was_np = _check_grid(hm, 4, "hm", "(B, J, H, W)")
     return _out(_argmax_nd(t, "hm"), was_np)
+
+
+#: half-width (cells / bins) of the window :func:`argmax_local` averages over: 2 → 5×5×5
+LOCAL_RADIUS = 2
+
+
+def argmax_local(volume, radius: int = LOCAL_RADIUS):
+    """Hard argmax refined by the centroid of the volume around it (sub-cell precision).
+
+    volume: ``(B, J, D, H, W)``. For each joint: the argmax voxel, then the mean position of the
+    ``(2r+1)³`` window around it (cut at the volume's borders) weighted by ``max(v, 0)``. The
+    argmax picks the mode (robust to a second, weaker peak, unlike the whole-volume soft-argmax);
+    the local centroid removes most of the quantisation of a hard argmax (half a cell / bin at
+    most), e.g. −15.5 … +15.5 mm in depth at d2 = 64 and about ±30 mm across a 32-cell heatmap
+    of a 2 m box. A window with no positive value keeps the argmax voxel. Returns float64
+    ``(B, J, 3)`` = (x, y, z) grid units (cell k centred at k).
+    """
+    r = _check_int(radius, "radius", 0)
+    t, was_np = _check_grid(volume, 5, "volume", "(B, J, D, H, W)")
+    idx = _argmax_nd(t, "volume")  # (B, J, 3) x, y, z
+    b, j, *spatial = t.shape  # D, H, W
+    flat = t.reshape(b * j, *spatial).to(torch.float64)
+    centre = idx.reshape(b * j, 3).flip(-1)  # z, y, x
+    offs = torch.arange(-r, r + 1, device=t.device)
+    # window coordinates per axis, clamped; out-of-volume positions get zero weight
+    pos = [centre[:, a, None] + offs for a in range(3)]  # each (N, k)
+    inside = [(p >= 0) & (p < n) for p, n in zip(pos, spatial, strict=True)]
+    pc = [p.clamp(0, n - 1) for p, n in zip(pos, spatial, strict=True)]
+    rows = torch.arange(b * j, device=t.device)[:, None, None, None]
+    win = flat[rows, pc[0][:, :, None, None], pc[1][:, None, :, None], pc[2][:, None, None, :]]
+    mask = inside[0][:, :, None, None] & inside[1][:, None, :, None] & inside[2][:, None, None, :]
+    w = torch.where(mask, win.clamp_min(0), torch.zeros_like(win))
+    total = w.sum(dim=(1, 2, 3))
+    ok = total > 0
+    norm = torch.where(ok, total, torch.ones_like(total))
+    off = offs.to(torch.float64)
+    dz = (w.sum(dim=(2, 3)) * off).sum(-1) / norm
+    dy = (w.sum(dim=(1, 3)) * off).sum(-1) / norm
+    dx = (w.sum(dim=(1, 2)) * off).sum(-1) / norm
+    delta = torch.where(ok[:, None], torch.stack([dx, dy, dz], -1), torch.zeros(b * j, 3, dtype=torch.float64,
+                                                                                   device=t.device))
+    out = idx.to(torch.float64) + delta.reshape(b, j, 3)
+    return _out(out, was_np)
 
 
 def soft_argmax(volume, scale: float = 1.0, validate: bool = True):
@@ -339,8 +384,9 @@ def fit_root_depth(
 
 
 # --- the decode pipeline: network output -> joints ------------------------------------------------
-#: the two decodings of a volume: hard argmax (C2F) and soft-argmax (integral regression)
-DECODINGS: tuple[str, ...] = ("argmax", "soft_argmax")
+#: the decodings of a volume: hard argmax (C2F), argmax refined by its local centroid
+#: (:func:`argmax_local`) and soft-argmax (integral regression)
+DECODINGS: tuple[str, ...] = ("argmax", "argmax_local", "soft_argmax")
 #: multiplier of the volume before the soft-argmax's softmax (the seed's x30, also the training loss's)
 DEFAULT_SOFTMAX_SCALE = 30.0
 
@@ -377,6 +423,8 @@ def decode_grid(vol: torch.Tensor, method: str, softmax_scale: float = DEFAULT_S
     The soft-argmax runs in the volume's own precision (float32 from the network)."""
     if method == "argmax":
         return argmax(vol).to(torch.float64)
+    if method == "argmax_local":
+        return argmax_local(vol)
     if method == "soft_argmax":
         return soft_argmax(vol, scale=softmax_scale, validate=False).to(torch.float64)
     raise ValueError(f"method: unknown decoding {method!r}; choose from {DECODINGS}")
@@ -467,5 +515,5 @@ def decode_2d_stage(
     elif method == "soft_argmax":
         xy = soft_argmax_2d(hm2d.to(torch.float64), scale=softmax_scale)
     else:
-        raise ValueError(f"method: unknown decoding {method!r}; choose from {DECODINGS}")
+        raise ValueError(f"method: unknown 2D decoding {method!r}; choose from ('argmax', 'soft_argmax')")
     return apply_affine(hm_to_px(xy, stride), _batched(crop_to_img, (2, 3), hm2d.shape[0], hm2d.device, "crop_to_img"))

@@ -205,7 +205,7 @@ class PosePrediction:
     joints_2d (17, 2) px; joints_3d (17, 3) root-relative mm; joints_3d_camera (17, 3) mm or None
     (None unless ``K`` was given); z_rel (17,) mm; confidence (17,); root_depth mm (given or
     bone-fit, in the frame of ``K``); the primary fields come from ``method``; ``decodings`` holds
-    both methods as dicts with the same keys; ``joints_2d_stage1`` (17, 2) px is the stage-1 2D
+    every decoding of ``pose.decode.DECODINGS`` as dicts with the same keys; ``joints_2d_stage1`` (17, 2) px is the stage-1 2D
     heatmaps' argmax (the 2D detector's output, input of a lifter). Optional (``return_heatmaps``):
     ``crop`` (S, S, 3) uint8, ``hm2d`` (J, H, W), ``volume`` (J, d2, H, W), ``crop_to_image`` (2, 3).
     """

@@ -81,6 +81,57 @@ def test_argmax_2d():
     assert D.argmax_2d(hm).tolist() == [[[5, 3], [2, 1]]]
 
 
+def test_argmax_local_recovers_sub_cell_centre_of_a_symmetric_peak():
+    """A gaussian whose centre lies between cells: the plain argmax is off by up to half a cell per
+    axis, the local centroid of a narrow symmetric peak lands within 0.01 cell of the true centre."""
+    centres = torch.tensor([[[10.3, 5.6, 7.8], [20.45, 30.2, 3.25]]], dtype=torch.float64)
+    vol = _gauss_volume(centres, 16, 40, 40, sx=0.7, sz=0.7)
+    hard = D.argmax(vol).double()
+    local = D.argmax_local(vol)
+    assert local.dtype == torch.float64 and local.shape == (1, 2, 3)
+    assert torch.equal(local.round(), hard)  # the refinement stays within the argmax cell here
+    assert (local - centres).abs().max() < 0.01 < (hard - centres).abs().max()
+    # numpy in, numpy out; radius 0 is the plain argmax
+    np.testing.assert_allclose(D.argmax_local(vol.numpy()), local.numpy())
+    assert torch.equal(D.argmax_local(vol, radius=0), hard)
+
+
+def test_argmax_local_ignores_a_second_peak_and_the_volume_border():
+    """The whole-volume soft-argmax averages two peaks; the local one stays on the stronger peak, at
+    a border it averages only cells inside the volume, and a window without positive values keeps
+    the argmax voxel."""
+    vol = torch.full((1, 3, 8, 16, 16), -0.1)
+    vol[0, 0, 2, 3, 4] = 1.0
+    vol[0, 0, 6, 12, 13] = 0.9  # a second, weaker peak far away
+    vol[0, 1, 0, 0, 0], vol[0, 1, 0, 0, 1] = 1.0, 1.0  # a corner: the centroid of (0,0,0) and (1,0,0)
+    vol[0, 2, 5, 5, 5] = -0.01  # all values negative: the maximum, unrefined
+    out = D.argmax_local(vol)
+    assert out[0, 0].tolist() == [4.0, 3.0, 2.0]
+    assert D.soft_argmax(vol, scale=30.0)[0, 0, 0] > 4.4  # the soft-argmax is pulled towards the second peak
+    assert out[0, 1].tolist() == [0.5, 0.0, 0.0]
+    assert out[0, 2].tolist() == [5.0, 5.0, 5.0]
+    with pytest.raises(ValueError, match="radius"):
+        D.argmax_local(vol, radius=-1)
+    with pytest.raises(ValueError, match="volume"):
+        D.argmax_local(torch.zeros(2, 3, 4, 4))
+
+
+def test_argmax_local_is_a_pipeline_decoding():
+    """``decode_outputs`` knows ``argmax_local`` and gives the same camera joints as decoding its grid
+    coordinates by hand."""
+    gen = torch.Generator().manual_seed(11)
+    vol = torch.rand(2, 17, 8, 32, 32, generator=gen)
+    K = torch.tensor([[1000.0, 0, 500], [0, 1000.0, 400], [0, 0, 1]], dtype=torch.float64)
+    A = torch.tensor([[2.0, 0, 100], [0, 2.0, 50]], dtype=torch.float64)
+    rd = torch.tensor([4000.0, 5000.0], dtype=torch.float64)
+    dec = D.decode_outputs(vol, A, K, d2=8, stride=4, depth_range=C2F_DEPTH_RANGE, root_depth=rd,
+                           methods=("argmax_local",))["argmax_local"]
+    uv, z = D.decode_to_crop(D.argmax_local(vol), 8, 4, C2F_DEPTH_RANGE)
+    ref = D.to_camera(uv @ A[:, :2].T + A[:, 2], z, rd, K)
+    assert torch.allclose(dec.camera, ref)
+    assert "argmax_local" in D.DECODINGS
+
+
 # --- soft-argmax -------------------------------------------------------------------------------
 def test_soft_argmax_sharp_target_within_005_cell():
     gen = torch.Generator().manual_seed(1)

@@ -91,8 +91,18 @@ def test_real_split_and_group_tables_from_metrics():
     assert not final_summary(split([(2, 200.0), (4, 250.0)], 300.0))["monotone_decrease"]
     m = {**split([(2, 500.0), (4, 300.0)], 400.0), "real": real}
     lines = real_markdown(m)
-    assert "| d2_04 | 4 | 250.0 | 251.0 | – | 125.0 | 16.7 % |" in lines
-    assert "| mean pose | – | 300.0 | – | – | 150.0 | – |" in lines
+    assert "| d2_04 | 4 | 250.0 | – | 251.0 | – | 125.0 | 16.7 % |" in lines
+    assert "| mean pose | – | 300.0 | – | – | – | 150.0 | – |" in lines
+    assert "mpjpe_local" not in real["final"]
+    # with the locally refined argmax at every stage: its own reduction and trend, one more sentence
+    for key, v in (("d2_02", 390.0), ("d2_04", 255.0)):
+        real["stages"][key]["mpjpe_local"] = {"full": v}
+    f = final_summary(real)
+    assert f["mpjpe_local"] == 255.0 and f["reduction_local"] == pytest.approx(0.15) and f["monotone_local"]
+    real["final"] = f
+    lines = real_markdown(m)
+    assert "| d2_04 | 4 | 250.0 | 255.0 | 251.0 | – | 125.0 | 16.7 % |" in lines
+    assert lines[-1] == "With the argmax refined locally: 255.0 mm (reduction 15.0 %); falls at every stage: yes."
     table = group_markdown(m)
     assert sum(ln.startswith("| embedded |") for ln in table) == 3 and sum(ln.startswith("| real poses |") for ln in table) == 3
     assert "| real poses | d2_04 | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % |" in table

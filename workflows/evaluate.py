@@ -52,7 +52,8 @@ from workflows.common import UserError, outputs_dir, project_root, run_cli
 from workflows.config import load_config
 
 #: metric name -> (decoding method, root depth) of the per-sample errors collected
-VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_soft": ("soft_argmax", "gt"), "mpjpe_argmax_fit": ("argmax", "fit")}
+VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_local": ("argmax_local", "gt"), "mpjpe_soft": ("soft_argmax", "gt"),
+            "mpjpe_argmax_fit": ("argmax", "fit")}
 
 
 def mean_pose(train_dir: Path) -> np.ndarray:
@@ -128,7 +129,8 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         metrics["stages"][key] = m
         table_rows.append({"stage": key, "d2": m["d2"], **{k: v["full"] for k, v in m.items() if isinstance(v, dict) and "full" in v},
                            "subset_mpjpe_argmax": m["mpjpe_argmax"]["subset"]})
-        log(f"[evaluate] {key}: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, soft {m['mpjpe_soft']['full']:.1f}"
+        log(f"[evaluate] {key}: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, argmax+local "
+            f"{m['mpjpe_local']['full']:.1f}, soft {m['mpjpe_soft']['full']:.1f}"
             f", PA {m['pa_mpjpe']['full']:.1f} ({n} samples, {time.time() - t0:.1f} s)")
 
     base_pred = np.broadcast_to(mp, gt.shape) + gt[:, :1]
@@ -145,7 +147,8 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         metrics["real"] = real
         for r in table_rows:
             s = real["stages"][r["stage"]]
-            r.update(real_mpjpe_argmax=s["mpjpe_argmax"]["full"], real_mpjpe_soft=s["mpjpe_soft"]["full"],
+            r.update(real_mpjpe_argmax=s["mpjpe_argmax"]["full"], real_mpjpe_local=s["mpjpe_local"]["full"],
+                     real_mpjpe_soft=s["mpjpe_soft"]["full"],
                      real_pa_mpjpe=s["pa_mpjpe"]["full"], real_baseline_mean_pose=real["final"]["baseline_mean_pose"])
 
     from workflows.gallery import collect
@@ -156,19 +159,34 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
 
 def final_summary(m: dict[str, Any]) -> dict[str, Any]:
     """The last stage's argmax MPJPE and PA-MPJPE against the mean pose, and whether the argmax MPJPE
-    falls at every stage; ``m`` holds ``stages`` and ``baseline_mean_pose`` as ``evaluate`` writes them."""
+    falls at every stage; the same for the argmax refined by its local centroid (``*_local``) where
+    every stage has it. ``m`` holds ``stages`` and ``baseline_mean_pose`` as ``evaluate`` writes them."""
     keys = list(m["stages"])
-    seq = [m["stages"][k]["mpjpe_argmax"]["full"] for k in keys]
     b = m["baseline_mean_pose"]["mpjpe"]["full"]
-    return {
+
+    def trend(metric: str) -> tuple[list[float], bool]:
+        seq = [m["stages"][k][metric]["full"] for k in keys]
+        return seq, bool(all(x > y for x, y in zip(seq, seq[1:], strict=False)))
+
+    seq, monotone = trend("mpjpe_argmax")
+    out = {
         "stage": keys[-1],
         "mpjpe_argmax": seq[-1],
         "pa_mpjpe": m["stages"][keys[-1]]["pa_mpjpe"]["full"],
         "baseline_mean_pose": b,
         "baseline_pa_mpjpe": m["baseline_mean_pose"]["pa_mpjpe"]["full"],
         "reduction_vs_baseline": 1.0 - seq[-1] / b,
-        "monotone_decrease": bool(all(x > y for x, y in zip(seq, seq[1:], strict=False))),
+        "monotone_decrease": monotone,
     }
+    if all("mpjpe_local" in m["stages"][k] for k in keys):
+        seq, monotone = trend("mpjpe_local")
+        out.update(mpjpe_local=seq[-1], reduction_local=1.0 - seq[-1] / b, monotone_local=monotone)
+    return out
+
+
+def _cell(s: dict[str, Any], key: str) -> str:
+    """A table cell: ``s[key]["full"]`` to 0.1 mm, or – where the metric was not computed."""
+    return f"{s[key]['full']:.1f}" if key in s else "–"
 
 
 def predict_split(path: Path, key: str, split_dir: Path, rows: np.ndarray, cfg: dict[str, Any], device: str
@@ -257,7 +275,8 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
         m["pa_mpjpe"] = {"full": float(pa_mpjpe(res["mpjpe_argmax"], gt).mean())}
         m["groups"] = limb_groups(res["mpjpe_argmax"], gt, *geometry)
         out["stages"][key] = m
-        log(f"[evaluate] {key} real-pose split: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, soft "
+        log(f"[evaluate] {key} real-pose split: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, argmax+local "
+            f"{m['mpjpe_local']['full']:.1f}, soft "
             f"{m['mpjpe_soft']['full']:.1f}, PA {m['pa_mpjpe']['full']:.1f} ({len(rows)} samples, "
             f"{time.time() - t0:.1f} s)")
     base = np.broadcast_to(mp, gt.shape) + gt[:, :1]
@@ -281,21 +300,24 @@ def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
         ("Test-time flip: on (each image and its mirror image, outputs averaged before decoding, as in C2F)."
          if cfg["evaluate"]["flip_test"] else "Test-time flip: off."),
         "",
-        "| stage | d2 | MPJPE argmax | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | subset MPJPE argmax | action-wise argmax |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "*argmax+local*: the argmax refined by the centroid of the 5×5×5 cells around it (`pose.decode.argmax_local`).",
+        "",
+        "| stage | d2 | MPJPE argmax | MPJPE argmax+local | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | "
+        "subset MPJPE argmax | action-wise argmax |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, s in m["stages"].items():
-        fit = f"{s['mpjpe_argmax_fit']['full']:.1f}" if "mpjpe_argmax_fit" in s else "–"
-        lines.append(f"| {key} | {s['d2']} | {s['mpjpe_argmax']['full']:.1f} | {s['mpjpe_soft']['full']:.1f} | {fit} | "
+        lines.append(f"| {key} | {s['d2']} | {s['mpjpe_argmax']['full']:.1f} | {_cell(s, 'mpjpe_local')} | "
+                     f"{s['mpjpe_soft']['full']:.1f} | {_cell(s, 'mpjpe_argmax_fit')} | "
                      f"{s['pa_mpjpe']['full']:.1f} | {s['mpjpe_argmax']['subset']:.1f} | "
                      f"{s['mpjpe_argmax']['action_wise']:.1f} |")
     bm = m["baseline_mean_pose"]
-    lines.append(f"| mean pose | – | {bm['mpjpe']['full']:.1f} | – | – | {bm['pa_mpjpe']['full']:.1f} | "
+    lines.append(f"| mean pose | – | {bm['mpjpe']['full']:.1f} | – | – | – | {bm['pa_mpjpe']['full']:.1f} | "
                  f"{bm['mpjpe']['subset']:.1f} | – |")
     f = m["final"]
     lines += ["", f"Final stage {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs {f['baseline_mean_pose']:.1f} mm "
               f"for the mean-pose baseline (reduction {100 * f['reduction_vs_baseline']:.1f} %); argmax MPJPE falls at "
-              f"every stage: {'yes' if f['monotone_decrease'] else 'no'}.", ""]
+              f"every stage: {'yes' if f['monotone_decrease'] else 'no'}.", *_local_line(f), ""]
     pa = result["per_action"]
     last = f["stage"]
     lines += [f"## Per action, final stage {last} (MPJPE argmax / soft / PA) and mean-pose baseline", ""]
@@ -318,20 +340,29 @@ def real_markdown(m: dict[str, Any]) -> list[str]:
     r = m["real"]
     lines = ["", f"## Real-pose split ({r['num_test']} real Human3.6M poses of `{r['source']}`, rendered with their "
              "own camera and person box; evaluated only)", "",
-             "| stage | d2 | MPJPE argmax | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | below mean pose |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| stage | d2 | MPJPE argmax | MPJPE argmax+local | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | "
+             "below mean pose |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     b = r["baseline_mean_pose"]
     for key, s in r["stages"].items():
-        fit = f"{s['mpjpe_argmax_fit']['full']:.1f}" if "mpjpe_argmax_fit" in s else "–"
-        lines.append(f"| {key} | {s['d2']} | {s['mpjpe_argmax']['full']:.1f} | {s['mpjpe_soft']['full']:.1f} | {fit} | "
+        lines.append(f"| {key} | {s['d2']} | {s['mpjpe_argmax']['full']:.1f} | {_cell(s, 'mpjpe_local')} | "
+                     f"{s['mpjpe_soft']['full']:.1f} | {_cell(s, 'mpjpe_argmax_fit')} | "
                      f"{s['pa_mpjpe']['full']:.1f} | {100 * (1 - s['mpjpe_argmax']['full'] / b['mpjpe']['full']):.1f} % |")
-    lines.append(f"| mean pose | – | {b['mpjpe']['full']:.1f} | – | – | {b['pa_mpjpe']['full']:.1f} | – |")
+    lines.append(f"| mean pose | – | {b['mpjpe']['full']:.1f} | – | – | – | {b['pa_mpjpe']['full']:.1f} | – |")
     f = r["final"]
     lines += ["", f"Final stage {f['stage']} on real poses: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs "
               f"{f['baseline_mean_pose']:.1f} mm for the mean pose (reduction {100 * f['reduction_vs_baseline']:.1f} %), "
               f"PA-MPJPE {f['pa_mpjpe']:.1f} vs {f['baseline_pa_mpjpe']:.1f} mm; argmax MPJPE falls at every stage: "
-              f"{'yes' if f['monotone_decrease'] else 'no'}."]
+              f"{'yes' if f['monotone_decrease'] else 'no'}.", *_local_line(f)]
     return lines
+
+
+def _local_line(f: dict[str, Any]) -> list[str]:
+    """The final summary's argmax+local sentence (none when it was not computed)."""
+    if "mpjpe_local" not in f:
+        return []
+    return [f"With the argmax refined locally: {f['mpjpe_local']:.1f} mm (reduction {100 * f['reduction_local']:.1f} %); "
+            f"falls at every stage: {'yes' if f['monotone_local'] else 'no'}."]
 
 
 def group_markdown(m: dict[str, Any]) -> list[str]:
@@ -368,6 +399,7 @@ def _plots(result: dict[str, Any], root: Path, cfg: dict[str, Any], tmp: Path) -
     d2 = [r["d2"] for r in rows]
     series = {
         "argmax (GT root)": (d2, [r["mpjpe_argmax"] for r in rows]),
+        "argmax+local (GT root)": (d2, [r["mpjpe_local"] for r in rows]),
         "soft-argmax (GT root)": (d2, [r["mpjpe_soft"] for r in rows]),
         "PA-MPJPE (argmax)": (d2, [r["pa_mpjpe"] for r in rows]),
         "mean-pose baseline": (d2, [r["baseline_mean_pose"] for r in rows]),

@@ -161,7 +161,7 @@ def log_evaluation(cfg: Mapping[str, Any], root: Path, result: Mapping[str, Any]
     wb = {**cfg["wandb"], "dir": str(outputs_dir(root, "wandb"))}
     wb["group"] = curriculum_group(cfg, outputs_dir(root, "data", "packed"))
     run = _init(wb, False, name="evaluate", job_type="evaluate", config={"seed": cfg["seed"], "evaluate": cfg["evaluate"]})
-    cols = ["stage", "d2", "mpjpe_argmax", "mpjpe_soft", "mpjpe_argmax_fit", "pa_mpjpe", "subset_mpjpe_argmax",
+    cols = ["stage", "d2", "mpjpe_argmax", "mpjpe_local", "mpjpe_soft", "mpjpe_argmax_fit", "pa_mpjpe", "subset_mpjpe_argmax",
             "baseline_mean_pose"]
     rows = result["rows"]
     per_stage = wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])

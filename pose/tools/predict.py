@@ -4,7 +4,7 @@ Usage::
 
     pose predict PATH... --checkpoint CKPT --out DIR [--bbox x1,y1,x2,y2 | --max-people N | --no-detect]
                  [--intrinsics fx,fy,cx,cy] [--root-depth MM] [--heatmaps] [--lifter LIFTER_CKPT] [--device cpu|cuda]
-                 [--method argmax|soft_argmax] [--batch-size N] [--max-frames N] [--height PX]
+                 [--method argmax|argmax_local|soft_argmax] [--batch-size N] [--max-frames N] [--height PX]
 
 PATH is an image file, a folder (its images and videos, not recursive, sorted by name) or a video
 file (``.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg``).
@@ -39,7 +39,7 @@ pixel-centre convention of the *original* image, mm are camera axes X right, Y d
     person (1 = the largest person found), people (people predicted in this image),
     detection_score (the detector's SVM margin, or null when the box was not detected),
     camera {K 3x3, source "given"|"assumed"}, root_depth_mm, root_depth_source "given"|"bone_fit",
-    method "argmax"|"soft_argmax" (the decoding of the primary fields),
+    method "argmax"|"argmax_local"|"soft_argmax" (the decoding of the primary fields),
     joint_names [17 names, pose.skeleton.JOINT_NAMES_17 order],
     joints {name: {index, uv [u, v] px, xyz_mm [x, y, z] root-relative, xyz_camera_mm or null,
                    confidence}},
@@ -71,6 +71,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pose.decode import DECODINGS
 from pose.detect import Detection, detect_people
 from pose.predict import PosePrediction, Predictor, check_bbox, intrinsics_matrix, load_image
 from pose.tools import viz
@@ -111,8 +112,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--lifter", default=None,
                         help="lifter checkpoint (workflows/lift.py): also lift the stage-1 2D joints to 3D")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
-    parser.add_argument("--method", choices=("argmax", "soft_argmax"), default="argmax",
-                        help="decoding of the primary fields (both are always in the JSON)")
+    parser.add_argument("--method", choices=DECODINGS, default="argmax",
+                        help="decoding of the primary fields (every decoding is always in the JSON): argmax, "
+                             "argmax_local (argmax refined by its local centroid) or soft_argmax")
     parser.add_argument("--flip-test", action="store_true",
                         help="also run each image mirrored and average the outputs (C2F test protocol; 2x time)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pose.decode import DECODINGS
 from pose.tools import viz
 
 PROG = "pose show"
@@ -37,7 +38,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output PNG")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample choice")
     parser.add_argument("--first", action="store_true", help="take the first N samples instead of random ones")
-    parser.add_argument("--method", choices=("argmax", "soft_argmax"), default="argmax")
+    parser.add_argument("--method", choices=DECODINGS, default="argmax", help="decoding of the volume")
     parser.add_argument("--root", choices=("gt", "fit"), default="gt",
                         help="root depth: ground truth (evaluation's main metric) or bone-length fit")
     parser.add_argument("--device", default="cpu")
