@@ -34,18 +34,32 @@ def _dvc_params(dvc: dict) -> set[str]:
     return keys
 
 
-@pytest.mark.parametrize("name", ["default", "full", "micro"])
-def test_every_dvc_param_is_in_each_profile(repo_root, name):
-    """DVC refuses a stage whose params key is absent from stages.yaml ("Parameters ... are missing"):
-    a written profile holds every key dvc.yaml names, defaults included."""
-    cfg = make_profile(name)
-    keys = _dvc_params(yaml.safe_load((repo_root / "dvc.yaml").read_text()))
-    assert {"data.synth_tilt", "train.d2_64", "seed"} <= keys
+def _missing(cfg: dict, keys: set[str]) -> list[str]:
+    """The dotted ``keys`` absent from the mapping ``cfg``."""
+    out = []
     for key in sorted(keys):
         node = cfg
         for part in key.split("."):
-            assert isinstance(node, dict) and part in node, f"profile {name}: {key} missing"
+            if not (isinstance(node, dict) and part in node):
+                out.append(key)
+                break
             node = node[part]
+    return out
+
+
+@pytest.mark.parametrize("name", ["default", "full", "micro"])
+def test_every_dvc_param_is_in_each_profile(repo_root, name, tmp_path):
+    """DVC refuses a stage whose params key is absent from stages.yaml ("Parameters ... are missing"):
+    the filled-in profile, the file ``python -m workflows.config --profile NAME --write`` writes (the
+    profile's own compact text) and the committed stages.yaml hold every key dvc.yaml names."""
+    from workflows.config import main
+
+    keys = _dvc_params(yaml.safe_load((repo_root / "dvc.yaml").read_text()))
+    assert {"data.synth_tilt", "data.real_test", "data.train_limit", "train.d2_64", "seed"} <= keys
+    assert _missing(make_profile(name), keys) == []
+    assert main(["--profile", name, "--write", str(tmp_path / "stages.yaml")]) == 0
+    assert _missing(yaml.safe_load((tmp_path / "stages.yaml").read_text()), keys) == [], f"profile {name}"
+    assert _missing(yaml.safe_load((repo_root / "stages.yaml").read_text()), keys) == []
 
 
 def test_dvc_yaml_matches_stages_yaml(repo_root):

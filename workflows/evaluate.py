@@ -6,7 +6,8 @@ For each stage of ``train:`` with ``outputs/stages/<key>/model.pt`` (missing sta
 
 - **full test** (all test samples, or a seeded random ``evaluate.max_samples`` of them) and the
   seed's quick check, a **random subset** of ``evaluate.subset_size`` samples (seeded);
-- root-aligned **MPJPE** with ``argmax`` and ``soft-argmax`` decoding (ground-truth root depth), the
+- root-aligned **MPJPE** with ``argmax``, ``argmax_local`` (the argmax refined by the centroid of the
+  5×5×5 cells around it; ``mpjpe_local``) and ``soft-argmax`` decoding (ground-truth root depth), the
   C2F **bone-length fit** variant (root depth fitted to the training mean limb lengths, argmax;
   ``evaluate.bone_fit``), and **PA-MPJPE** (scaled Procrustes, argmax) — 17 joints, mm;
 - **per-action tables** (frame-weighted and action-wise averages) of the argmax MPJPE.
