@@ -114,15 +114,10 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         res, ckpt, ds = predict_split(path, key, test_dir, rows, cfg, device)
         names = ds.action_names
         gt, actions = res["gt"], res["action"]
-        m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"]))}
-        errs = {}
-        for k in VARIANTS:
-            if k in res:
-                errs[k] = mpjpe(res[k], gt)
-                m[k] = _summary(errs[k], subset)
-        errs["pa_mpjpe"] = pa_mpjpe(res["mpjpe_argmax"], gt)
-        m["pa_mpjpe"] = _summary(errs["pa_mpjpe"], subset)
-        m["groups"] = limb_groups(res["mpjpe_argmax"], gt, *geometry)
+        errs = _errors(res, gt)
+        m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"])),
+                             **{k: _summary(e, subset) for k, e in errs.items()},
+                             "groups": limb_groups(res["mpjpe_argmax"], gt, *geometry)}
         tabs = {k: action_table(errs[k], actions, names) for k in ("mpjpe_argmax", "mpjpe_soft", "pa_mpjpe")}
         m["mpjpe_argmax"]["action_wise"] = tabs["mpjpe_argmax"]["action_wise"]
         per_action[key] = tabs
@@ -130,9 +125,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         metrics["stages"][key] = m
         table_rows.append({"stage": key, "d2": m["d2"], **{k: v["full"] for k, v in m.items() if isinstance(v, dict) and "full" in v},
                            "subset_mpjpe_argmax": m["mpjpe_argmax"]["subset"]})
-        log(f"[evaluate] {key}: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, argmax+local "
-            f"{m['mpjpe_local']['full']:.1f}, soft {m['mpjpe_soft']['full']:.1f}"
-            f", PA {m['pa_mpjpe']['full']:.1f} ({n} samples, {time.time() - t0:.1f} s)")
+        log(_stage_line(f"{key}:", m, n, time.time() - t0))
 
     base_pred = np.broadcast_to(mp, gt.shape) + gt[:, :1]
     base = {"mpjpe": mpjpe(base_pred, gt), "pa_mpjpe": pa_mpjpe(base_pred, gt)}
@@ -183,6 +176,23 @@ def final_summary(m: dict[str, Any]) -> dict[str, Any]:
         seq, monotone = trend("mpjpe_local")
         out.update(mpjpe_local=seq[-1], reduction_local=1.0 - seq[-1] / b, monotone_local=monotone)
     return out
+
+
+def _errors(res: dict[str, np.ndarray], gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample errors (N,) mm of ``predict_split``'s output: MPJPE of each :data:`VARIANTS`
+    decoding present, then ``pa_mpjpe`` (scaled Procrustes of the argmax poses)."""
+    from pose.metrics import mpjpe, pa_mpjpe
+
+    errs = {k: mpjpe(res[k], gt) for k in VARIANTS if k in res}
+    errs["pa_mpjpe"] = pa_mpjpe(res["mpjpe_argmax"], gt)
+    return errs
+
+
+def _stage_line(where: str, m: dict[str, Any], n: int, seconds: float) -> str:
+    """The progress line of one stage on one split."""
+    return (f"[evaluate] {where} MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, argmax+local "
+            f"{m['mpjpe_local']['full']:.1f}, soft {m['mpjpe_soft']['full']:.1f}, PA {m['pa_mpjpe']['full']:.1f} "
+            f"({n} samples, {seconds:.1f} s)")
 
 
 def _cell(s: dict[str, Any], key: str) -> str:
@@ -269,17 +279,11 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
         t0 = time.time()
         res, ckpt, _ = predict_split(path, key, split, rows, cfg, device)
         gt = res["gt"]
-        m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"]))}
-        for k in VARIANTS:
-            if k in res:
-                m[k] = {"full": float(mpjpe(res[k], gt).mean())}
-        m["pa_mpjpe"] = {"full": float(pa_mpjpe(res["mpjpe_argmax"], gt).mean())}
-        m["groups"] = limb_groups(res["mpjpe_argmax"], gt, *geometry)
+        m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"])),
+                             **{k: {"full": float(e.mean())} for k, e in _errors(res, gt).items()},
+                             "groups": limb_groups(res["mpjpe_argmax"], gt, *geometry)}
         out["stages"][key] = m
-        log(f"[evaluate] {key} real-pose split: MPJPE argmax {m['mpjpe_argmax']['full']:.1f} mm, argmax+local "
-            f"{m['mpjpe_local']['full']:.1f}, soft "
-            f"{m['mpjpe_soft']['full']:.1f}, PA {m['pa_mpjpe']['full']:.1f} ({len(rows)} samples, "
-            f"{time.time() - t0:.1f} s)")
+        log(_stage_line(f"{key} real-pose split:", m, len(rows), time.time() - t0))
     base = np.broadcast_to(mp, gt.shape) + gt[:, :1]
     out["baseline_mean_pose"] = {"mpjpe": {"full": float(mpjpe(base, gt).mean())},
                                  "pa_mpjpe": {"full": float(pa_mpjpe(base, gt).mean())},
