@@ -14,6 +14,7 @@ from pose.data.synth import generate, motion, render, writer
 from pose.skeleton import H36M_17_FROM_32, LEFT_17, RIGHT_17, to17
 
 TOY = Path(__file__).resolve().parent / "fixtures" / "caffe_toy"
+REAL_POSES = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
 
 #: tiny config: 2 subjects (1 train, 1 test), 2 clips (1 train, 1 test), 2 cameras → 4 sequences
 TINY = dict(frames=16, train_subjects=(1,), test_subjects=(9,), clips=("walk", "run"), test_clips=("run",),
@@ -250,10 +251,7 @@ def test_crops_contain_the_body(tiny_a):
     look = render.random_look(rng)
     img, bbox, A, P_cam = render.render_frame(np.random.default_rng(5), P, cam, look)
     r2 = np.random.default_rng(5)
-    E = render.extended_points(P_cam)
-    uvE = cam.project(E)
-    rr = render._POINT_R * look.girth * cam.f[0] / E[:, 2]
-    render.square_box(np.concatenate([uvE - rr[:, None], uvE + rr[:, None]]), r2)
+    render.square_box(cam.project(P_cam[:17]), r2)
     bg = render.background(r2)
     if r2.random() < 0.5:
         bg = cv2.GaussianBlur(bg, (3, 3), 0)
@@ -263,6 +261,26 @@ def test_crops_contain_the_body(tiny_a):
     assert (at_joints > 30).mean() > 0.8
     corners = diff[[2, 2, 221, 221], [2, 221, 2, 221]]
     assert (corners < 30).mean() >= 0.5  # the body does not cover the whole crop
+
+
+def test_person_boxes_fit_the_joints_as_human36m_boxes(tiny_a):
+    """The rendered crops hold the 17 joints as the real Human3.6M boxes do: the joints' longer
+    extent is a JOINT_FILL fraction of the box side (real fixture: 0.88-0.91), centred ± 2 %."""
+    lo_fill, hi_fill = render.JOINT_FILL
+    real = np.load(REAL_POSES)
+    uv = real["S"] @ np.transpose(real["K"], (0, 2, 1))
+    uv = uv[..., :2] / uv[..., 2:]
+    real_fill = (uv.max(1) - uv.min(1)).max(1) / np.round(200 * real["scale"])
+    assert lo_fill < np.percentile(real_fill, 5) and np.percentile(real_fill, 95) < hi_fill
+    fills, offsets = [], []
+    for f in sorted((tiny_a / "gt_joint_2d_raw_new").iterdir()):
+        j2 = to17(np.loadtxt(f))  # crop px: the box is the 224-px crop
+        lo, hi = j2.min(0), j2.max(0)
+        fills.append((hi - lo).max() / render.CROP)
+        offsets.append(np.abs((lo + hi) / 2 - (render.CROP - 1) / 2).max() / render.CROP)
+    assert lo_fill - 0.01 < min(fills) and max(fills) < hi_fill + 0.01  # integer box corners
+    assert max(offsets) < 0.02 + 0.01
+    assert np.ptp(fills) > 0.03  # drawn per frame, not one fixed fill
 
 
 def test_left_right_in_the_image():
