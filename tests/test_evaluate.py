@@ -34,8 +34,10 @@ def test_decode_batch_oracle_volume_recovers_ground_truth(micro_packed, method):
     vol = _oracle_volume(batch, 64, 64)
     pred = decode_batch(vol, batch, depth_range=C2F_DEPTH_RANGE, method=method, root="gt", softmax_scale=50.0)
     err = mpjpe(pred.double(), batch["joints_3d"].double())
-    # quantisation only: half a 31 mm depth bin and half a heatmap cell (~1-2 raw px at ~4 m)
-    assert float(err.max()) < 20.0, err
+    # quantisation only: up to half a 31 mm depth bin and half a heatmap cell per axis (a cell is
+    # ~40 mm at ~4 m for a person filling 0.7 of the input), and the root alignment adds the root
+    # joint's own rounding: 15.1 mm on average here; a crop-to-raw map 10 % too large gives 40.4
+    assert float(err.mean()) < 20.0 and float(err.max()) < 30.0, err
     fit = decode_batch(vol, batch, depth_range=C2F_DEPTH_RANGE, method="argmax", root="fit")
     assert np.isfinite(fit.numpy()).all()
 
