@@ -232,11 +232,12 @@ class _StopAfter(threading.Event):
         return self.looks >= self.n
 
 
-def _loop_config(tmp_path: Path, packed: Path, run: str) -> dict:
+def _loop_config(tmp_path: Path, packed: Path, run: str, ema_decay: float | None = None) -> dict:
     cfg = make_profile("micro")
     cfg["data"]["train_limit"] = 32
     cfg["data"]["aug"] = True  # augmentation drawn per (seed, epoch, row): part of what must match
-    cfg["train"]["d2_02"].update(iterations=20, batch_size=4, checkpoint_every=3, log_every=1000)
+    cfg["train"]["d2_02"].update(iterations=20, batch_size=4, checkpoint_every=3, log_every=1000,
+                                 ema_decay=ema_decay)
     tc = _train_config(tmp_path, packed, cfg)
     tc.update(run_name=run, run_dir=str(tmp_path / run))
     return tc
@@ -250,13 +251,16 @@ def _run(tc: dict, out: Path, stop_after: int | None = None):
     return run_worker(tc, wc), wc
 
 
-def test_the_loop_resumes_exactly_where_it_stopped(tmp_path, micro_packed, capsys):
+@pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["trained", "weight_average"])
+def test_the_loop_resumes_exactly_where_it_stopped(tmp_path, micro_packed, capsys, ema_decay):
+    """Also with a weight average (``ema_decay``): model.pt then holds the average, and the trained
+    weights and the average both resume bitwise."""
     from workflows.train_loop import WorkerStopped
 
-    status, ref = _run(_loop_config(tmp_path, micro_packed, "ref"), tmp_path / "ref_out")
+    status, ref = _run(_loop_config(tmp_path, micro_packed, "ref", ema_decay), tmp_path / "ref_out")
     assert status == "done" and [r["iteration"] for r in ref.reports] == [8, 16, 20]
 
-    tc = _loop_config(tmp_path, micro_packed, "run")
+    tc = _loop_config(tmp_path, micro_packed, "run", ema_decay)
     with pytest.raises(WorkerStopped, match="stopped on SIGTERM at iteration 11 after a checkpoint"):
         _run(tc, tmp_path / "out", stop_after=11)
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -282,6 +286,15 @@ def test_the_loop_resumes_exactly_where_it_stopped(tmp_path, micro_packed, capsy
     assert rows == ref_rows  # every column but epoch_time_s
     final = json.loads((tmp_path / "run" / "checkpoints" / "ckpt-000000020" / "manifest.json").read_text())
     assert final["final"] and final["iteration"] == 20
+    state = torch.load(tmp_path / "run" / "checkpoints" / "ckpt-000000020" / "train_state.pt", weights_only=False)
+    if ema_decay is None:
+        assert "trained_model" not in state
+    else:
+        ref_state = torch.load(tmp_path / "ref" / "checkpoints" / "ckpt-000000020" / "train_state.pt",
+                               weights_only=False)
+        trained = state["trained_model"]
+        assert state["ema_updates"] == 20 and all(torch.equal(trained[k], ref_state["trained_model"][k]) for k in a)
+        assert not torch.equal(trained["heatmap2.weight"], b["heatmap2.weight"])  # saved: the average
 
 
 # --------------------------------------------------------------------------------------------

@@ -334,3 +334,31 @@ def test_two_ddp_workers_hold_one_model(run_cli, tmp_path, micro_packed):
     assert count == len(idx) == cfg["data"]["val_size"]
     assert m["val_mpjpe"] == pytest.approx(s_arg / count, abs=1e-3)
     assert m["val_mpjpe_soft"] == pytest.approx(s_soft / count, abs=1e-3)
+
+
+def test_a_head_only_stage_trains_heatmap2_alone(tmp_path, micro_packed):
+    """``trainable: head``: d2_04 starts from d2_02 and only its heatmap2 moves; every other weight
+    and every batch-norm statistic stays bitwise d2_02's (the trunk runs in eval mode)."""
+    from workflows.config import load_config
+    from workflows.train_loop import build_train_config, make_model
+
+    root = _root(tmp_path, micro_packed)
+    _local_run(root, "d2_02", root / "outputs" / "stages" / "d2_02")
+    prev = torch.load(root / "outputs" / "stages" / "d2_02" / "model.pt", weights_only=True)["model"]
+    over = {"trainable": "head", "lr": 1e-2, "iterations": 4, "ema_decay": None}
+    _local_run(root, "d2_04", tmp_path / "head", **over)
+    got = torch.load(tmp_path / "head" / "model.pt", weights_only=True)
+    assert got["train"]["trainable"] == "head"
+    cfg = load_config(root / "stages.yaml")
+    cfg["train"]["d2_04"].update(over)
+    tc = build_train_config(cfg, "d2_04", root, run_name="x")
+    start = make_model(tc, tc["stage_cfg"]["heatmap2_std"], 0).state_dict()  # the head as d2_04 starts it
+    trunk = [k for k in prev if not k.startswith("heatmap2.")]
+    assert any(k.endswith("running_mean") for k in trunk)
+    assert all(torch.equal(got["model"][k], prev[k]) for k in trunk)
+    assert not torch.equal(got["model"]["heatmap2.weight"], start["heatmap2.weight"])
+    # the same stage with every layer trainable moves the trunk too
+    _local_run(root, "d2_04", tmp_path / "all", **{**over, "trainable": "all"})
+    full = torch.load(tmp_path / "all" / "model.pt", weights_only=True)["model"]
+    assert not torch.equal(full["stem_conv.0.weight"], prev["stem_conv.0.weight"])
+    assert not torch.equal(full["stem_conv.1.running_mean"], prev["stem_conv.1.running_mean"])

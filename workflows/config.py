@@ -119,6 +119,10 @@ def _ge0(v: float) -> str | None:
     return None if v >= 0 else f"must be >= 0, got {v!r}"
 
 
+def _open_unit(v: float) -> str | None:
+    return None if 0 < v < 1 else f"must be in (0, 1), got {v!r}"
+
+
 def _unit(v: float) -> str | None:
     return None if 0 <= v <= 1 else f"must be in [0, 1], got {v!r}"
 
@@ -157,6 +161,8 @@ STAGE_FIELDS: dict[str, _F] = {
     "schedule": _F("str", "constant", choices=SCHEDULES),
     "warmup_iters": _F("int", 0, check=_ge0),
     "grad_clip": _F("float", None, null=True, check=_gt0),
+    "ema_decay": _F("float", None, null=True, check=_open_unit),  # null: no weight average
+    "trainable": _F("str", "all", choices=("all", "head")),  # head: only heatmap2 trains
     "log_every": _F("int", 50, check=_ge1),
     "precision": _F("str", "fp32", choices=PRECISIONS),
     "checkpoint_every": _F("int", None, null=True, check=_ge1),  # iterations; null: ray.checkpoint_every

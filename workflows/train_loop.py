@@ -11,7 +11,8 @@ train_loop_config=config, ...)``); it is ``run_worker(config, ray_context(config
     stage_cfg               the stage's validated stages.yaml entry (lr, ratio_3d, heatmap2_std,
                             epochs | iterations, batch_size (global, split over workers), optimizer,
                             loss, integral_weight, integral_kind, softmax_scale, momentum,
-                            weight_decay, schedule, warmup_iters, grad_clip, log_every, checkpoint_every)
+                            weight_decay, schedule, warmup_iters, grad_clip, ema_decay, log_every,
+                            checkpoint_every)
     model                   the model section ({preset, ModelConfig overrides})
     targets                 {sigma_2d, depth_range: [lb, ub]}
     data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers, image_cache_mb}
@@ -38,7 +39,9 @@ Checkpoints: rank 0 writes ``model.pt`` (``pose.model.save_checkpoint`` format),
 curve so far, RNG states) and ``curve.csv`` into the run's :class:`workflows.checkpoints.CheckpointStore`
 every ``checkpoint_every`` iterations, at every epoch end, and when a stop is requested (SIGTERM to
 any worker, or the driver's request through its board). A (re)started worker group resumes from the
-newest checkpoint that verifies. Every epoch all workers call ``report(metrics)`` with
+newest checkpoint that verifies. With ``ema_decay`` (:class:`pose.ema.WeightEMA`) the validation and
+``model.pt`` use the running weight average, and ``train_state.pt`` also holds the trained weights
+(``trained_model``) and the average's update count, so a resume continues both. Every epoch all workers call ``report(metrics)`` with
 ``{"epoch", "iteration", "loss", "loss_2d", "loss_3d", ..., "val_mpjpe" (argmax, GT root depth, mm),
 "val_mpjpe_soft", "lr", "epoch_time_s"}`` — after the epoch's checkpoint is stored, so a restart never
 reports an epoch twice.
@@ -213,6 +216,23 @@ def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
 
 #: where the cosine schedule ends, as a fraction of the stage's lr, when ``lr_final`` is not set
 LR_FINAL_FRACTION = 0.02
+
+
+def freeze_trunk(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """``trainable: head``: only ``heatmap2`` (the 1x1 conv whose output holds the d2 depth bins)
+    keeps ``requires_grad``; returns the modules that must stay in eval mode while it trains (every
+    norm layer, so the frozen trunk computes in training exactly the features it computes at test
+    time)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("heatmap2."))
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.GroupNorm)]
+
+
+def train_mode(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> None:
+    """``model.train()`` with the ``frozen`` modules (:func:`freeze_trunk`) kept in eval mode."""
+    model.train()
+    for m in frozen:
+        m.eval()
 
 
 def _lr_factor(it: int, total: int, schedule: str, warmup: int, final: float = LR_FINAL_FRACTION) -> float:
@@ -442,18 +462,22 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _load_position(d: Path, core: torch.nn.Module, opt: torch.optim.Optimizer) -> _Position:
-    """Load the checkpoint in folder ``d`` into ``core`` / ``opt``; raises on any unreadable file."""
+def _load_position(d: Path, core: torch.nn.Module, opt: torch.optim.Optimizer, ema=None) -> _Position:
+    """Load the checkpoint in folder ``d`` into ``core`` / ``opt`` (and the weight average ``ema``, a
+    ``pose.ema.WeightEMA``); raises on any unreadable file."""
     ck = torch.load(Path(d, "model.pt"), map_location="cpu", weights_only=True)
     state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=False)
-    core.load_state_dict(ck["model"])
+    core.load_state_dict(state.get("trained_model", ck["model"]))
+    if ema is not None:
+        ema.model.load_state_dict(ck["model"])
+        ema.updates = int(state["ema_updates"])
     opt.load_state_dict(state["optimizer"])
     _set_rng_state(state["rng"])
     return _Position(epoch=state["epoch"], batch=state["batch"], iteration=state["iteration"],
                      curve=state["curve"], sums=state["sums"], nb=state["nb"], metrics=dict(ck.get("metrics") or {}))
 
 
-def _resume(store, core, opt, wc: WorkerContext, tag: str, device: torch.device) -> _Position | None:
+def _resume(store, core, opt, ema, wc: WorkerContext, tag: str, device: torch.device) -> _Position | None:
     """Rank 0 picks the newest checkpoint that verifies and loads (falling back to older ones, one
     warning line each), every other rank loads the same one. None: nothing to resume."""
     from workflows.checkpoints import Checkpoint
@@ -469,7 +493,7 @@ def _resume(store, core, opt, wc: WorkerContext, tag: str, device: torch.device)
         while ckpt is not None:
             try:
                 with store.open(ckpt) as d:
-                    pos = _load_position(d, core, opt)
+                    pos = _load_position(d, core, opt, ema)
                 chosen = ckpt.iteration
                 break
             except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: try the previous one
@@ -485,7 +509,7 @@ def _resume(store, core, opt, wc: WorkerContext, tag: str, device: torch.device)
         if manifest is None:
             raise RuntimeError(f"{tag} rank {wc.rank}: checkpoint ckpt-{chosen:09d} is unreadable here ({reason})")
         with store.open(Checkpoint(chosen, folder, manifest)) as d:
-            pos = _load_position(d, core, opt)
+            pos = _load_position(d, core, opt, ema)
     return pos
 
 
@@ -498,6 +522,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
     :class:`WorkerStopped` after a SIGTERM to a worker (after the checkpoint).
     """
     from pose.data.sampler import ShardedBatchSampler, shard_loss_scale
+    from pose.ema import WeightEMA
     from pose.losses import c2f_loss
     from pose.targets import DepthRange
     from workflows.checkpoints import CheckpointStore
@@ -524,9 +549,14 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
     )
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(hi - lo, 16), shuffle=False, num_workers=0)
 
+    frozen = freeze_trunk(model) if st["trainable"] == "head" else []  # before DDP registers its hooks
     model = wc.prepare_model(model.to(memory_format=memory_format_for(device)))
     core = model.module if hasattr(model, "module") else model
-    opt = _optimizer(model.parameters(), st)
+    opt = _optimizer([p for p in model.parameters() if p.requires_grad], st)
+    # with ema_decay the weight average is what is validated and saved as model.pt (the next stage's
+    # start and evaluate's input); the trained weights travel in train_state.pt for resuming
+    ema = WeightEMA(core, st["ema_decay"]) if st.get("ema_decay") else None
+    evaluated = ema.model if ema is not None else core
     loss_cfg = _loss_config(config, st)
     depth_range = DepthRange(*config["targets"]["depth_range"])
 
@@ -541,7 +571,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
         import ray
 
         attempt = int(ray.get(wc.board.next_attempt.remote()))
-    pos = _resume(store, core, opt, wc, tag, device)
+    pos = _resume(store, core, opt, ema, wc, tag, device)
     if pos is not None and rank == 0 and (attempt > 1 or wc.board is None):  # else the driver said it
         tries = f" (attempt {attempt} of {config['max_failures'] + 1})" if attempt > 1 else ""
         print(f"{tag} resumed at iteration {pos.iteration}{tries}", flush=True)
@@ -556,7 +586,9 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
         print(f"{tag} d2={config['d2']} from {src}; {len(train_ds)} train / {int(config['data']['val_size'])} val "
               f"samples, {world} worker(s) x batch {hi - lo} on {device}, {epochs} epoch(s) x {steps} it "
               f"({total} iterations), {st['optimizer']} lr {st['lr']:g}, loss {st['loss']} ratio_3d "
-              f"{st['ratio_3d']:g}{', bf16 autocast' if bf16 else ''}", flush=True)
+              f"{st['ratio_3d']:g}{f', weight average {ema.decay:g}' if ema else ''}"
+              f"{', heatmap2 only (trunk frozen)' if frozen else ''}"
+              f"{', bf16 autocast' if bf16 else ''}", flush=True)
 
     def save(p: _Position, final: bool = False, report: dict[str, Any] | None = None) -> None:
         """Rank 0 writes the checkpoint of position ``p`` into the store; then, with ``report``, every
@@ -567,15 +599,18 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
             if rank == 0:
                 tmp = Path(tmp)
                 save_checkpoint(
-                    tmp / "model.pt", core, depth_range=list(config["targets"]["depth_range"]),
+                    tmp / "model.pt", evaluated, depth_range=list(config["targets"]["depth_range"]),
                     stage=config["stage"], d2=int(config["d2"]),
                     metrics={k: float(v) for k, v in p.metrics.items()},
                     train={k: v for k, v in st.items() if v is not None},
                     init_checkpoint=config["init_checkpoint"] or "",
                 )
-                torch.save({"optimizer": opt.state_dict(), "epoch": p.epoch, "batch": p.batch,
-                            "iteration": p.iteration, "curve": p.curve, "sums": p.sums, "nb": p.nb,
-                            "rng": _rng_state(), "fingerprint": config.get("fingerprint")}, tmp / "train_state.pt")
+                state = {"optimizer": opt.state_dict(), "epoch": p.epoch, "batch": p.batch,
+                         "iteration": p.iteration, "curve": p.curve, "sums": p.sums, "nb": p.nb,
+                         "rng": _rng_state(), "fingerprint": config.get("fingerprint")}
+                if ema is not None:
+                    state |= {"trained_model": core.state_dict(), "ema_updates": ema.updates}
+                torch.save(state, tmp / "train_state.pt")
                 _write_curve(tmp / "curve.csv", p.curve)
                 if store is not None:
                     store.save(p.iteration, tmp, {"epoch": p.epoch, "batch": p.batch, "final": final,
@@ -589,7 +624,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
 
     poller = StopPoller(wc.board if rank == 0 else None)
     announced = False
-    model.train()
+    train_mode(model, frozen)
     while pos.epoch < epochs:
         epoch = pos.epoch
         sampler.set_position(epoch, min(pos.batch, steps))
@@ -611,6 +646,8 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
             if st["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), st["grad_clip"])
             opt.step()
+            if ema is not None:
+                ema.update(core)
             # one small all-reduce per iteration: the batch's mean loss and whether any rank must stop
             got_sigterm = wc.sigterm is not None and wc.sigterm.is_set()
             if got_sigterm and not announced:
@@ -633,7 +670,8 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
                 return _stop(save, pos, stop, wc, tag, run, device)
             if every and pos.iteration % every == 0 and pos.batch < steps and pos.iteration < total:
                 save(pos)
-        s_arg, s_soft, n = evaluate_mpjpe(model, val_loader, depth_range, device, float(st["softmax_scale"]))
+        s_arg, s_soft, n = evaluate_mpjpe(evaluated, val_loader, depth_range, device, float(st["softmax_scale"]))
+        train_mode(model, frozen)
         s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)], device)
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -657,7 +695,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
         if run is not None:
             from workflows.wandb_log import log_epoch, step_offset, val_pictures
 
-            pictures = val_pictures(core, val_ds, int(config["wandb"].get("images", 0)), depth_range, device,
+            pictures = val_pictures(evaluated, val_ds, int(config["wandb"].get("images", 0)), depth_range, device,
                                     float(st["softmax_scale"]))
             log_epoch(run, metrics, step_offset(config["wandb"].get("previous", []), len(train_ds)) + pos.iteration,
                       pictures)
