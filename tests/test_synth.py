@@ -267,10 +267,13 @@ def test_person_boxes_fit_the_joints_as_human36m_boxes(tiny_a):
     """The rendered crops hold the 17 joints as the real Human3.6M boxes do: the joints' longer
     extent is a JOINT_FILL fraction of the box side (real fixture: 0.88-0.91), centred ± 2 %."""
     lo_fill, hi_fill = render.JOINT_FILL
+    from pose.camera import project
+    from pose.data.synth.real import real_box
+
     real = np.load(REAL_POSES)
-    uv = real["S"] @ np.transpose(real["K"], (0, 2, 1))
-    uv = uv[..., :2] / uv[..., 2:]
-    real_fill = (uv.max(1) - uv.min(1)).max(1) / np.round(200 * real["scale"])
+    uv = project(real["S"], real["K"])
+    side = np.array([np.ptp(real_box(c, s)[::2]) for c, s in zip(real["center"], real["scale"], strict=True)])
+    real_fill = (uv.max(1) - uv.min(1)).max(1) / side
     assert lo_fill < np.percentile(real_fill, 5) and np.percentile(real_fill, 95) < hi_fill
     fills, offsets = [], []
     for f in sorted((tiny_a / "gt_joint_2d_raw_new").iterdir()):
