@@ -31,7 +31,7 @@ Profiles: ``stages.yaml`` holds the *active* settings (what ``dvc repro`` runs, 
 per stage: ``train@d2_16`` depends only on ``train.d2_16`` and ``stage_defaults`` plus the shared
 ``model``/``targets``/``data`` sections). The named profiles are data files,
 ``workflows/profiles/<name>.yaml`` (``default``: the whole curriculum on the embedded dataset on 2
-CPU cores in ~18 min of training; ``full``: the seed's recipe for GPUs; ``micro``: a seconds-long
+CPU cores in ~19 min of training; ``full``: the seed's recipe for GPUs; ``micro``: a seconds-long
 smoke run for tests), each saying only what differs from the defaults. Switch with::
 
     python -m workflows.config --profile full --write stages.yaml
