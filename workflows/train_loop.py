@@ -11,8 +11,8 @@ train_loop_config=config, ...)``); it is ``run_worker(config, ray_context(config
     stage_cfg               the stage's validated stages.yaml entry (lr, ratio_3d, heatmap2_std,
                             epochs | iterations, batch_size (global, split over workers), optimizer,
                             loss, integral_weight, integral_kind, softmax_scale, momentum,
-                            weight_decay, schedule, warmup_iters, grad_clip, ema_decay, log_every,
-                            checkpoint_every)
+                            weight_decay, schedule, warmup_iters, grad_clip, ema_decay, trainable,
+                            log_every, checkpoint_every)
     model                   the model section ({preset, ModelConfig overrides})
     targets                 {sigma_2d, depth_range: [lb, ub]}
     data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers, image_cache_mb}
@@ -41,7 +41,8 @@ every ``checkpoint_every`` iterations, at every epoch end, and when a stop is re
 any worker, or the driver's request through its board). A (re)started worker group resumes from the
 newest checkpoint that verifies. With ``ema_decay`` (:class:`pose.ema.WeightEMA`) the validation and
 ``model.pt`` use the running weight average, and ``train_state.pt`` also holds the trained weights
-(``trained_model``) and the average's update count, so a resume continues both. Every epoch all workers call ``report(metrics)`` with
+(``trained_model``) and the average's update count, so a resume continues both. With ``trainable:
+head`` only ``heatmap2`` trains (:func:`freeze_trunk`). Every epoch all workers call ``report(metrics)`` with
 ``{"epoch", "iteration", "loss", "loss_2d", "loss_3d", ..., "val_mpjpe" (argmax, GT root depth, mm),
 "val_mpjpe_soft", "lr", "epoch_time_s"}`` — after the epoch's checkpoint is stored, so a restart never
 reports an epoch twice.
