@@ -318,6 +318,16 @@ def _allreduce(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (the batch-norm statistics, which each DDP worker keeps for itself) on every
+    rank, so that every worker validates the model rank 0 saves; nothing without DDP."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for b in module.buffers():
+            dist.broadcast(b, 0)
+
+
 def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(CURVE_FIELDS), extrasaction="ignore")
@@ -671,6 +681,7 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
                 return _stop(save, pos, stop, wc, tag, run, device)
             if every and pos.iteration % every == 0 and pos.batch < steps and pos.iteration < total:
                 save(pos)
+        _broadcast_buffers(evaluated)
         s_arg, s_soft, n = evaluate_mpjpe(evaluated, val_loader, depth_range, device, float(st["softmax_scale"]))
         train_mode(model, frozen)
         s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)], device)
