@@ -226,7 +226,7 @@ def freeze_trunk(model: torch.nn.Module) -> list[torch.nn.Module]:
     time)."""
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("heatmap2."))
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.GroupNorm)]
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.GroupNorm)]
 
 
 def train_mode(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> None:
