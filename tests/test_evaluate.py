@@ -109,3 +109,42 @@ def test_real_split_and_group_tables_from_metrics():
     assert sum(ln.startswith("| embedded |") for ln in table) == 3 and sum(ln.startswith("| real poses |") for ln in table) == 3
     assert "| real poses | d2_04 | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % |" in table
     assert real_markdown({"stages": {}}) == []
+
+
+def test_lifters_fed_with_the_networks_2d(tmp_path):
+    """evaluate's photo pipeline (lift_c2f): the final stage's 2D lifted, beside its 3D and flat depth."""
+    import json
+
+    from pose import lifting
+    from pose.lifting import data as LD
+    from workflows.evaluate import lift_c2f, lift_markdown
+
+    real = LD.load_valid_fixture()
+    gt = real.joints_3d.astype(np.float64)
+    assert lift_c2f(tmp_path, {"real poses": (gt, gt)}, log=lambda *_: None) == {}  # no lifters: no table
+    # an "oracle" lifter: trained on these very poses (2000 steps), so it must beat flat depth by far
+    x, y, s3 = LD.to_unit_space(real)
+    cfg = lifting.SupervisedConfig(lifter=lifting.LifterConfig(output="depth", width=128, blocks=1, dropout=0.0),
+                                   iterations=1500, max_norm=False)
+    G, _ = lifting.train_supervised(x, y, cfg, unit_mm=float(s3.mean()))
+    lifting.save_lifter(tmp_path / "outputs" / "lift" / "supervised" / "model.pt", G)
+    (tmp_path / "outputs" / "lift" / "supervised" / "metrics.json").write_text(
+        json.dumps({"real": {"pa_mpjpe": 12.5, "mpjpe_scaled": 20.5}}))
+    # the network's 3D: the ground truth with each joint 20 mm off in depth, alternately nearer and
+    # farther; its 2D (the projection) is then the ground truth's up to that depth change
+    off = np.where(np.arange(17) % 2 == 0, 20.0, -20.0)
+    pred = gt + np.stack([np.zeros(17), np.zeros(17), off], -1)
+    pred[..., :2] = gt[..., :2] / gt[..., 2:] * pred[..., 2:]  # same image position
+    rows = lift_c2f(tmp_path, {"real poses": (pred, gt)}, log=lambda *_: None)["real poses"]
+    assert set(rows) == {"c2f", "flat", "supervised", "supervised (GT 2D)"}
+    assert rows["supervised (GT 2D)"] == {"pa_mpjpe": 12.5, "mpjpe_scaled": 20.5}
+    assert 5.0 < rows["c2f"]["pa_mpjpe"] < 25.0  # 20 mm depth noise after alignment
+    assert rows["flat"]["pa_mpjpe"] > 60.0  # real poses at flat depth: ~77 mm
+    assert rows["supervised"]["pa_mpjpe"] < 0.6 * rows["flat"]["pa_mpjpe"]
+    lines = lift_markdown({"lifters": {"real poses": rows}, "final": {"stage": "d2_64"}})
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert table[0].startswith("| input → 3D | real poses P-MPJPE | real poses N-MPJPE")
+    assert [ln.split(" | ")[0] for ln in table[1:]] == [
+        "| C2F network, 3D of d2_64 (argmax)", "| its 2D at flat depth", "| its 2D → supervised lifter",
+        "| ground-truth 2D → supervised lifter"]
+    assert f"{rows['supervised']['pa_mpjpe']:.1f}" in table[3]

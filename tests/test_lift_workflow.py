@@ -1,4 +1,5 @@
-"""Tests of workflows/lift.py: params, the training function on a tiny packed split, the Ray run."""
+"""Tests of workflows/lift.py: params, the training function (drawn poses, evaluated on a tiny packed
+split of real poses), the Ray run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from workflows.common import UserError
 FIXTURE = LD.VALID_FIXTURE
 pytestmark = pytest.mark.skipif(not FIXTURE.is_file(), reason="real H36M fixture not available")
 
-TINY = {"width": 32, "blocks": 1, "eval_every": 0}
+TINY = {"width": 32, "blocks": 1, "eval_every": 0, "poses": 300}
 
 
 def write_packed_split(out: Path, rows: slice) -> Path:
@@ -71,6 +72,11 @@ def test_resolve_params_defaults_and_errors():
         W.resolve_params("supervised", {"epochs": -1})
     with pytest.raises(UserError, match="camera"):
         W.resolve_params("supervised", {"camera": "fisheye"})
+    assert W.resolve_params("supervised", None)["poses"] == 200_000
+    for key, bad in (("poses", 0), ("poses", 2.5), ("subjects", 0), ("limb_mix", 1.5), ("noise_px", -1), ("poses", True),
+                     ("joint_jitter", "yes")):
+        with pytest.raises(UserError, match=f"lift.supervised.{key}: must be"):
+            W.resolve_params("supervised", {key: bad})
 
 
 def test_from_packed_reads_split(packed):
@@ -83,15 +89,20 @@ def test_from_packed_reads_split(packed):
 
 @pytest.mark.parametrize("mode", ["supervised", "unsupervised"])
 def test_run_training_metrics(packed, mode):
-    params = W.resolve_params(mode, {**TINY, "epochs": 0.4, "batch_size": 16})  # ceil(0.4·197/16) = 5 iterations
-    lifter, metrics, hist = W.run_training({"mode": mode, "params": params, "train_dir": str(packed / "train"),
-                                           "test_dir": str(packed / "test")})
-    for k in ("mpjpe_scaled", "pa_mpjpe", "sign_agnostic_pa_mpjpe", "flat_pa_mpjpe", "ratio_to_flat"):
-        assert np.isfinite(metrics[k]), k
-    assert metrics["sign_agnostic_pa_mpjpe"] <= metrics["pa_mpjpe"] + 1e-9
-    assert 50 < metrics["flat_pa_mpjpe"] < 200 and metrics["test_count"] == 197
-    tbl = metrics["per_action"]["pa_mpjpe"]
-    assert "Posing" in json.dumps(tbl)
+    params = W.resolve_params(mode, {**TINY, "epochs": 0.25, "batch_size": 16})  # ceil(0.25·300/16) = 5 iterations
+    splits = {"test": str(packed / "test"), "real": str(packed / "train")}
+    lifter, metrics, hist = W.run_training({"mode": mode, "params": params, "splits": splits})
+    for split in splits:
+        m = metrics[split]
+        for k in ("mpjpe_scaled", "pa_mpjpe", "sign_agnostic_pa_mpjpe", "flat_pa_mpjpe", "ratio_to_flat",
+                  "n_ratio_to_flat"):
+            assert np.isfinite(m[k]), k
+        assert m["sign_agnostic_pa_mpjpe"] <= m["pa_mpjpe"] + 1e-9
+        assert m["ratio_to_flat"] == pytest.approx(m["pa_mpjpe"] / m["flat_pa_mpjpe"])
+        assert m["n_ratio_to_flat"] == pytest.approx(m["mpjpe_scaled"] / m["flat_mpjpe_scaled"])
+        assert 50 < m["flat_pa_mpjpe"] < 200 and m["test_count"] == 197
+        assert "Posing" in json.dumps(m["per_action"]["pa_mpjpe"])
+    assert metrics["train_count"] == 300
     assert hist[-1]["iteration"] == 5
     if mode == "supervised":
         assert 300 < float(lifter.unit_mm) < 700
@@ -102,8 +113,7 @@ def test_run_training_rejects_bad_extra_2d(packed, tmp_path):
     np.savez(bad, joints_2d=np.zeros((3, 16, 2)))
     params = W.resolve_params("unsupervised", {**TINY, "iterations": 1, "extra_2d": [str(bad)]})
     with pytest.raises(ValueError, match="bad.npz: expected 17 joints"):
-        W.run_training({"mode": "unsupervised", "params": params, "train_dir": str(packed / "train"),
-                        "test_dir": str(packed / "test")})
+        W.run_training({"mode": "unsupervised", "params": params, "splits": {"test": str(packed / "test")}})
 
 
 @pytest.mark.slow
@@ -112,6 +122,7 @@ def test_lift_workflow_under_ray(packed, tmp_path, monkeypatch):
     from workflows.config import make_profile, write_config
 
     cfg = make_profile("micro")
+    cfg["data"]["real_test"] = None  # no real-pose split under tmp_path: the test split only
     cfg["lift"] = {"unsupervised": {**TINY, "iterations": 4, "batch_size": 16},
                    "supervised": {**TINY, "iterations": 4, "batch_size": 16}}
     cfg["ray"]["cpus_per_worker"] = 1.0
@@ -126,7 +137,8 @@ def test_lift_workflow_under_ray(packed, tmp_path, monkeypatch):
     assert rc == 0
     out = tmp_path / "outputs" / "lift" / "unsupervised"
     m = json.loads((out / "metrics.json").read_text())
-    assert m["mode"] == "unsupervised" and m["train_count"] == 197 + 50 and m["run_name"].startswith("lift-unsupervised-")
+    assert m["mode"] == "unsupervised" and m["train_count"] == 300 + 50 and m["run_name"].startswith("lift-unsupervised-")
+    assert set(m) >= {"test"} and "real" not in m and m["test"]["test_count"] == 197
     assert (out / "curve.csv").read_text().startswith("iteration")
     ck = torch.load(out / "model.pt", weights_only=True)
     assert ck["mode"] == "unsupervised"
@@ -146,7 +158,12 @@ def test_missing_data_is_one_line_error(tmp_path, capsys):
     conf = write_config(make_profile("micro"), tmp_path / "stages.yaml")
     rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "no packed split" in err[0]
+    assert rc == 1 and len(err) == 1 and "packed/test: no packed test split" in err[0]
+    # with the test split present, a missing real-pose split is named with the stage that makes it
+    write_packed_split(tmp_path / "outputs" / "data" / "packed" / "test", slice(0, 20))
+    rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "real/packed/test: no packed real split (run `dvc repro real_split`)" in err[0]
 
 
 def test_incomplete_packed_copy_is_one_line_error(tmp_path, capsys):

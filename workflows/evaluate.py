@@ -122,6 +122,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         m["mpjpe_argmax"]["action_wise"] = tabs["mpjpe_argmax"]["action_wise"]
         per_action[key] = tabs
         last_eval = (ds, res["mpjpe_argmax"], errs["mpjpe_argmax"])
+        finals = {"embedded": (res["mpjpe_argmax"], gt)}
         metrics["stages"][key] = m
         table_rows.append({"stage": key, "d2": m["d2"], **{k: v["full"] for k, v in m.items() if isinstance(v, dict) and "full" in v},
                            "subset_mpjpe_argmax": m["mpjpe_argmax"]["subset"]})
@@ -136,7 +137,10 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     b = metrics["final"]["baseline_mean_pose"]
     for r in table_rows:
         r["baseline_mean_pose"] = b
-    real = None if real_dir is None else evaluate_real(cfg, real_dir, ckpts, mp, device, log)
+    real = None if real_dir is None else evaluate_real(cfg, real_dir, ckpts, mp, device, log, finals)
+    lifters = lift_c2f(root, finals, log)
+    if lifters:
+        metrics["lifters"] = lifters
     if real is not None:
         metrics["real"] = real
         for r in table_rows:
@@ -261,9 +265,10 @@ def real_split(cfg: dict[str, Any], root: Path) -> Path | None:
 
 
 def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: np.ndarray, device: str = "cpu",
-                  log=print) -> dict[str, Any]:
+                  log=print, finals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """Every stage on the real-pose split ``split`` (:func:`real_split`; module docstring), the mean
-    pose ``mp`` (17, 3) as its baseline."""
+    pose ``mp`` (17, 3) as its baseline. ``finals`` receives the last stage's argmax predictions and
+    ground truth under ``"real poses"``."""
     from pose.data import read_meta
     from pose.metrics import mpjpe, pa_mpjpe
 
@@ -283,6 +288,8 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
                              **{k: {"full": float(e.mean())} for k, e in _errors(res, gt).items()},
                              "groups": limb_groups(res["mpjpe_argmax"], gt, *geometry)}
         out["stages"][key] = m
+        if finals is not None:
+            finals["real poses"] = (res["mpjpe_argmax"], gt)
         log(_stage_line(f"{key} real-pose split:", m, len(rows), time.time() - t0))
     base = np.broadcast_to(mp, gt.shape) + gt[:, :1]
     out["baseline_mean_pose"] = {"mpjpe": {"full": float(mpjpe(base, gt).mean())},
@@ -290,6 +297,72 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
                                  "groups": limb_groups(base, gt, *geometry)}
     out["final"] = final_summary(out)
     return out
+
+
+#: lifting stage → its outputs folder under outputs/lift; evaluation split → its name in the lift metrics
+LIFTERS = ("supervised", "unsupervised")
+_LIFT_SPLIT = {"embedded": "test", "real poses": "real"}
+
+
+def lift_c2f(root: Path, finals: dict[str, tuple[np.ndarray, np.ndarray]], log=print) -> dict[str, Any]:
+    """The photo pipeline: the final stage's own 2D (the image positions of its argmax joints) fed to
+    the lifters of ``outputs/lift/<mode>/model.pt``, beside the final stage's 3D, on each split.
+
+    ``finals``: {split: (argmax prediction (N, 17, 3) camera mm, ground truth (N, 17, 3) mm)}.
+    Returns {split: {row: {"pa_mpjpe", "mpjpe_scaled"}}} with rows ``c2f`` (the network's 3D),
+    ``flat`` (its 2D at flat depth), each lifter on its 2D and, from the lift stages' metrics, each
+    lifter on the ground-truth 2D (``<mode> (GT 2D)``); {} when no lifter has been trained.
+    """
+    from pose.lifting import flat_pose, lift_2d, load_lifter, normalize_2d
+    from pose.metrics import evaluate_predictions
+
+    paths = {m: outputs_dir(root, "lift", m, "model.pt") for m in LIFTERS}
+    lifters = {m: load_lifter(p) for m, p in paths.items() if p.is_file()}
+    if not lifters:
+        log("[evaluate] no lifters in outputs/lift: the 2D→3D lifting table is left out")
+        return {}
+    def figures(p3d: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+        r = evaluate_predictions(p3d, gt, sign_agnostic=False)
+        return {"pa_mpjpe": r["pa_mpjpe"], "mpjpe_scaled": r["n_mpjpe"]}
+
+    out: dict[str, Any] = {}
+    for split, (pred, gt) in finals.items():
+        x2d = (pred[..., :2] / pred[..., 2:]).astype(np.float32)  # normalised camera coordinates
+        rows = {"c2f": figures(pred, gt), "flat": figures(flat_pose(normalize_2d(x2d)[0]), gt)}
+        for mode, lifter in lifters.items():
+            rows[mode] = figures(lift_2d(lifter, x2d), gt)
+            gt_path = outputs_dir(root, "lift", mode, "metrics.json")
+            rec = json.loads(gt_path.read_text()).get(_LIFT_SPLIT[split]) if gt_path.is_file() else None
+            if rec:
+                rows[f"{mode} (GT 2D)"] = {"pa_mpjpe": rec["pa_mpjpe"], "mpjpe_scaled": rec["mpjpe_scaled"]}
+        out[split] = rows
+        log(f"[evaluate] {split}, the network's 2D lifted: P-MPJPE "
+            + ", ".join(f"{k} {v['pa_mpjpe']:.1f}" for k, v in rows.items() if "GT" not in k) + " mm")
+    return out
+
+
+def lift_markdown(m: dict[str, Any]) -> list[str]:
+    """Report lines of :func:`lift_c2f`'s table (none without lifters)."""
+    if "lifters" not in m:
+        return []
+    lf = m["lifters"]
+    splits = list(lf)
+    names = {"c2f": f"C2F network, 3D of {m['final']['stage']} (argmax)",
+             "flat": "its 2D at flat depth", "supervised": "its 2D → supervised lifter",
+             "unsupervised": "its 2D → unsupervised lifter (Chen et al.)",
+             "supervised (GT 2D)": "ground-truth 2D → supervised lifter",
+             "unsupervised (GT 2D)": "ground-truth 2D → unsupervised lifter"}
+    lines = ["", "## 2D→3D lifting of the network's own 2D (the pipeline for a photo)", "",
+             "The final stage's 2D joints (its argmax image positions) fed to the lifters of `outputs/lift/`, "
+             "beside the network's own 3D. P-MPJPE: per-pose similarity Procrustes; N-MPJPE: root-aligned, "
+             "scale-normalised; mm. Ground-truth 2D rows are the lift stages' own figures.", "",
+             "| input → 3D | " + " | ".join(f"{s} P-MPJPE | {s} N-MPJPE" for s in splits) + " |",
+             "|---|" + "---:|" * (2 * len(splits))]
+    keys = [k for k in names if all(k in lf[s] for s in splits)]
+    for k in keys:
+        cells = " | ".join(f"{lf[s][k]['pa_mpjpe']:.1f} | {lf[s][k]['mpjpe_scaled']:.1f}" for s in splits)
+        lines.append(f"| {names[k]} | {cells} |")
+    return lines
 
 
 def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
@@ -334,7 +407,7 @@ def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
     }))
     lines += ["", "## Per action, argmax MPJPE of every stage", ""]
     lines.append(format_action_table({k: pa[k]["mpjpe_argmax"] for k in m["stages"]}))
-    lines += real_markdown(m) + group_markdown(m)
+    lines += real_markdown(m) + group_markdown(m) + lift_markdown(m)
     return "\n".join(lines) + "\n"
 
 

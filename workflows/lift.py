@@ -5,17 +5,24 @@
 
 - Params: ``stages.yaml`` section ``lift.<mode>``, a flat mapping of what differs from the defaults
   of ``pose.lifting.UnsupervisedConfig``/``SupervisedConfig`` (and their ``LifterConfig``): any of
-  their fields, ``epochs`` instead of ``iterations``, ``extra_2d``; plus the global ``seed`` when the
-  entry has none.
-- Data: ``<root>/outputs/data/packed/{train,test}`` (``pose prepare`` output; ``--data`` overrides).
-  Unsupervised training reads **only the 2D** of the train split (plus ``--extra-2d`` / the
-  ``extra_2d`` param: 2D-only ``.npz`` files of N×17×2); 3D is used for evaluation on the test split.
+  their fields, ``epochs`` instead of ``iterations``, ``extra_2d``, and the drawn training poses'
+  ``poses`` / ``limb_mix`` / ``subjects`` / ``noise_px`` / ``joint_jitter``
+  (``pose.lifting.poses.draw_poses``); plus
+  the global ``seed`` when the entry has none.
+- Training data: ``poses`` 2D/3D pairs drawn from the embedded *training* clips by Human3.6M-like
+  cameras (``pose.lifting.poses``; no images, seconds for 10⁵ poses). The unsupervised lifter reads
+  **only their 2D** (plus ``--extra-2d`` / the ``extra_2d`` param: 2D-only ``.npz`` files of N×17×2).
+- Evaluation (3D used here only): the packed test split ``<root>/outputs/data/packed/test``
+  (``--data`` overrides the packed folder) and, unless ``data.real_test`` is null, the real-pose
+  split ``<root>/outputs/data/real/packed/test`` (real Human3.6M poses), each against the flat-depth
+  baseline on the same 2D.
 - Ray: one ``TorchTrainer`` worker (the two-optimiser GAN loop is not data-parallel), a private
   local instance unless ``RAY_ADDRESS`` is set, and a fresh ``RunConfig`` name per run.
-- Writes ``<root>/outputs/lift/<mode>/{model.pt, metrics.json, curve.csv}`` atomically. metrics.json:
-  ``mpjpe_scaled`` (MPJPE after root alignment and scale normalisation, mm), ``pa_mpjpe`` (P-MPJPE),
-  ``sign_agnostic_*`` (the better global depth sign; labelled separately), ``flat_*`` (the flat-depth
-  baseline on the same poses), ``ratio_to_flat`` and ``per_action`` tables.
+- Writes ``<root>/outputs/lift/<mode>/{model.pt, metrics.json, curve.csv}`` atomically. metrics.json
+  has one record per split (``test``, ``real``): ``pa_mpjpe`` (P-MPJPE: per-pose similarity
+  Procrustes, mm), ``mpjpe_scaled`` (N-MPJPE: root-aligned, scale-normalised, mm), ``flat_*`` (the
+  flat-depth baseline), ``ratio_to_flat`` / ``n_ratio_to_flat`` (model ÷ flat), ``sign_agnostic_*``
+  (the better global depth sign, labelled separately) and ``per_action`` tables.
 """
 
 from __future__ import annotations
@@ -46,10 +53,18 @@ from workflows.common import (
 MODES = ("supervised", "unsupervised")
 #: keys of ``lift.<mode>`` handled here rather than by the lifting configs: ``extra_2d`` (list of
 #: 2D-only .npz files), ``epochs`` (if set, overrides ``iterations`` with
-#: ``ceil(epochs · N_train / batch_size)``); ``eval_every`` and ``seed`` are the configs' own fields
-#: with the workflow's defaults (held-out metrics every 1000 iterations; the global seed).
-_WORKFLOW_DEFAULTS: dict[str, Any] = {"extra_2d": [], "epochs": None, "eval_every": 1000, "seed": None}
-_LOCAL_KEYS = ("extra_2d", "epochs")
+#: ``ceil(epochs · N_train / batch_size)``), the drawn training poses (:data:`_POSE_KEYS`);
+#: ``eval_every`` and ``seed`` are the configs' own fields with the workflow's defaults (held-out
+#: metrics every 1000 iterations; the global seed).
+_WORKFLOW_DEFAULTS: dict[str, Any] = {"extra_2d": [], "epochs": None, "eval_every": 1000, "seed": None,
+                                      "poses": 200_000, "limb_mix": 0.5, "subjects": 200, "noise_px": 0.0,
+                                      "joint_jitter": True}
+#: keys of the drawn training poses: ``pose.lifting.poses.draw_poses``'s n, limb_mix, subjects,
+#: noise_px, joint_jitter
+_POSE_KEYS = ("poses", "limb_mix", "subjects", "noise_px", "joint_jitter")
+_LOCAL_KEYS = ("extra_2d", "epochs", *_POSE_KEYS)
+#: evaluation splits: name → folder under outputs/data
+SPLITS = {"test": ("packed", "test"), "real": ("real", "packed", "test")}
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -57,12 +72,26 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--mode", choices=MODES, required=True, help="supervised (uses 3D) or unsupervised (2D only)")
     p.add_argument("--config", default="stages.yaml", help="configuration file (default: %(default)s)")
     p.add_argument("--root", default=None, help="project root for data and outputs (default: $POSE_ROOT or cwd)")
-    p.add_argument("--data", default=None, help="prepared data folder with train/ and test/ "
+    p.add_argument("--data", default=None, help="prepared data folder whose test/ is evaluated "
                    "(default: <root>/outputs/data/packed)")
-    p.add_argument("--extra-2d", nargs="*", default=None, help="extra 2D-only pose files (.npz, N×17×2)")
+    p.add_argument("--extra-2d", nargs="*", default=None, help="extra 2D-only pose files (.npz, N×17×2) "
+                   "for the unsupervised lifter")
     p.add_argument("--iterations", type=int, default=None, help="override lift.<mode>.iterations")
     p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/lift/<mode>)")
     return p
+
+
+def _check_pose_keys(mode: str, p: dict[str, Any]) -> None:
+    """The drawn-pose keys of ``lift.<mode>``: a UserError naming the bad one."""
+    checks = {"poses": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+              "subjects": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+              "limb_mix": (lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in [0, 1]"),
+              "noise_px": (lambda v: isinstance(v, int | float) and v >= 0, "a number >= 0")}
+    for key, (ok, what) in checks.items():
+        if isinstance(p[key], bool) or not ok(p[key]):
+            raise UserError(f"lift.{mode}.{key}: must be {what}, got {p[key]!r}")
+    if not isinstance(p["joint_jitter"], bool):
+        raise UserError(f"lift.{mode}.joint_jitter: must be true or false, got {p['joint_jitter']!r}")
 
 
 def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 0) -> dict[str, Any]:
@@ -76,6 +105,7 @@ def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 
     out = {**base.pop("lifter"), **base, **_WORKFLOW_DEFAULTS, **(params or {})}  # flat, as in stages.yaml
     if out["epochs"] is not None and not (isinstance(out["epochs"], int | float) and out["epochs"] > 0):
         raise UserError(f"lift.{mode}.epochs: must be a number > 0 or null, got {out['epochs']!r}")
+    _check_pose_keys(mode, out)
     if out.get("seed") is None:
         out["seed"] = int(global_seed)
     try:
@@ -89,26 +119,32 @@ def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 
 
 # --------------------------------------------------------------------------------------------
 # worker side
-def _metrics(lifter, x_test, test_ps) -> dict[str, Any]:
+def evaluate_lifter(lifter, ps) -> dict[str, Any]:
+    """A lifter on a pose set with 3D (``pose.lifting.data.PoseSet``): :func:`summarize` of its
+    predictions and of the flat-depth baseline on the same 2D."""
     from pose import lifting
+    from pose.lifting.data import to_unit_space
     from pose.metrics import evaluate_predictions
 
-    pred = lifting.predict_3d(lifter, x_test)
-    return evaluate_predictions(pred, test_ps.joints_3d, test_ps.action, test_ps.action_names)
+    x, _, _ = to_unit_space(ps, lifter.cfg.norm)
+    res = evaluate_predictions(lifting.predict_3d(lifter, x), ps.joints_3d, ps.action, ps.action_names)
+    flat = evaluate_predictions(lifting.flat_pose(x), ps.joints_3d, sign_agnostic=False)
+    return summarize(res, flat)
 
 
 def summarize(res: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
-    """Flat metrics.json record from two ``evaluate_predictions`` results (model, flat baseline)."""
+    """Flat metrics record from two ``evaluate_predictions`` results (model, flat baseline)."""
     sa = res["sign_agnostic"]
     out = {
-        "mpjpe_scaled": res["n_mpjpe"],
         "pa_mpjpe": res["pa_mpjpe"],
-        "sign_agnostic_mpjpe_scaled": sa["n_mpjpe"],
-        "sign_agnostic_pa_mpjpe": sa["pa_mpjpe"],
-        "sign_agnostic_flipped": sa["flipped"],
-        "flat_mpjpe_scaled": flat["n_mpjpe"],
+        "mpjpe_scaled": res["n_mpjpe"],
         "flat_pa_mpjpe": flat["pa_mpjpe"],
-        "ratio_to_flat": sa["pa_mpjpe"] / max(flat["pa_mpjpe"], 1e-9),
+        "flat_mpjpe_scaled": flat["n_mpjpe"],
+        "ratio_to_flat": res["pa_mpjpe"] / max(flat["pa_mpjpe"], 1e-9),
+        "n_ratio_to_flat": res["n_mpjpe"] / max(flat["n_mpjpe"], 1e-9),
+        "sign_agnostic_pa_mpjpe": sa["pa_mpjpe"],
+        "sign_agnostic_mpjpe_scaled": sa["n_mpjpe"],
+        "sign_agnostic_flipped": sa["flipped"],
         "test_count": res["count"],
     }
     if "per_action" in res:
@@ -120,40 +156,56 @@ def summarize(res: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """Load data, train, evaluate (pure Python; used by the Ray worker and by tests).
+def training_poses(mode: str, p: dict[str, Any], temporal: bool = False):
+    """The drawn training poses of resolved params ``p`` (``pose.lifting.poses.draw_poses``) and, for
+    the unsupervised lifter, the ``extra_2d`` files' 2D-only poses → (PoseSet, list of extra sets)."""
+    from pose.lifting import data as lift_data
+    from pose.lifting.poses import draw_poses
 
-    ``config``: ``mode``, ``params`` (resolved), ``train_dir``, ``test_dir``. Returns
-    (lifter, metrics dict, history).
+    drawn = draw_poses(int(p["poses"]), seed=int(p["seed"]), limb_mix=float(p["limb_mix"]),
+                       subjects=int(p["subjects"]), noise_px=float(p["noise_px"]),
+                       joint_jitter=bool(p["joint_jitter"]), temporal=temporal)
+    extra = [lift_data.load_2d_npz(f) for f in p.get("extra_2d") or []] if mode == "unsupervised" else []
+    return drawn, extra
+
+
+def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """Draw poses, train, evaluate (pure Python; used by the Ray worker and by tests).
+
+    ``config``: ``mode``, ``params`` (resolved), ``splits`` ({name: packed split folder}, evaluated).
+    Returns (lifter, metrics dict with one record per split, history).
     """
     import numpy as np
     import torch
 
     from pose import lifting
     from pose.lifting import data as lift_data
-    from pose.metrics import evaluate_predictions
 
     mode, p = config["mode"], dict(config["params"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    train_ps = lift_data.from_packed(config["train_dir"])
-    test_ps = lift_data.from_packed(config["test_dir"])
-    if test_ps.joints_3d is None:
-        raise ValueError(f"{config['test_dir']}: test split has no 3D ground truth to evaluate against")
+    evals = {}
+    for name, split in config["splits"].items():
+        ps = lift_data.from_packed(split)
+        if ps.joints_3d is None:
+            raise ValueError(f"{split}: split has no 3D ground truth to evaluate against")
+        evals[name] = ps
     cls = lifting.UnsupervisedConfig if mode == "unsupervised" else lifting.SupervisedConfig
     cfg = lifting.config_from_dict(cls, {k: v for k, v in p.items() if k not in _LOCAL_KEYS})
+    t0 = time.time()
+    drawn, extra = training_poses(mode, p, temporal=mode == "unsupervised" and cfg.temporal)
+    n_train = len(drawn) + sum(len(e) for e in extra)
     if p.get("epochs"):
-        n = len(train_ps) + sum(len(lift_data.load_2d_npz(f)) for f in p.get("extra_2d") or []
-                                if mode == "unsupervised")
-        cfg.iterations = max(1, math.ceil(float(p["epochs"]) * n / cfg.batch_size))
+        cfg.iterations = max(1, math.ceil(float(p["epochs"]) * n_train / cfg.batch_size))
     norm = cfg.lifter.norm
-    x_test, _, _ = lift_data.to_unit_space(test_ps, norm)
-    flat = evaluate_predictions(lifting.flat_pose(x_test), test_ps.joints_3d, test_ps.action,
-                                        test_ps.action_names)
+    print(f"[lift {mode}] {len(drawn)} training poses drawn in {time.time() - t0:.1f} s"
+          + (f" (+{n_train - len(drawn)} extra 2D)" if extra else ""), flush=True)
 
     def eval_fn(G) -> dict[str, float]:
-        r = _metrics(G, x_test, test_ps)
-        return {"pa_mpjpe": r["pa_mpjpe"], "sign_agnostic_pa_mpjpe": r["sign_agnostic"]["pa_mpjpe"],
-                "mpjpe_scaled": r["n_mpjpe"]}
+        out = {}
+        for name, ps in evals.items():
+            r = evaluate_lifter(G, ps)
+            out.update({f"{name}_pa_mpjpe": r["pa_mpjpe"], f"{name}_ratio_to_flat": r["ratio_to_flat"]})
+        return out
 
     def log_fn(it: int, rec: dict) -> None:
         print(f"[lift {mode}] it {it}: " + ", ".join(f"{k} {v:.4g}" for k, v in rec.items()
@@ -161,26 +213,18 @@ def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict
 
     t0 = time.time()
     if mode == "unsupervised":
-        x_train, _, _ = lift_data.to_unit_space(lift_data.PoseSet(train_ps.joints_2d), norm)  # 2D only
-        parts = [x_train]
-        for path in p.get("extra_2d") or []:
-            parts.append(lift_data.to_unit_space(lift_data.load_2d_npz(path), norm)[0])
+        parts = [lift_data.to_unit_space(lift_data.PoseSet(drawn.joints_2d), norm)[0]]  # 2D only
+        parts += [lift_data.to_unit_space(e, norm)[0] for e in extra]
         x_all = np.concatenate(parts)
         nxt = None
         if cfg.temporal:
-            nxt = np.concatenate([lift_data.neighbour_index(train_ps),
-                                  np.full(len(x_all) - len(x_train), -1, np.int64)])
+            nxt = np.concatenate([lift_data.neighbour_index(drawn), np.full(len(x_all) - len(drawn), -1, np.int64)])
         lifter, hist = lifting.train_unsupervised(x_all, cfg, next_index=nxt, eval_fn=eval_fn, log_fn=log_fn)
-        n_train = len(x_all)
     else:
-        if train_ps.joints_3d is None:
-            raise ValueError(f"{config['train_dir']}: supervised lifting needs 3D ground truth")
-        x_train, y_train, s3 = lift_data.to_unit_space(train_ps, norm)
+        x_train, y_train, s3 = lift_data.to_unit_space(drawn, norm)
         lifter, hist = lifting.train_supervised(x_train, y_train, cfg, eval_fn=eval_fn, log_fn=log_fn,
                                                 unit_mm=float(np.mean(s3)))
-        n_train = len(x_train)
-    res = _metrics(lifter, x_test, test_ps)
-    metrics = summarize(res, flat)
+    metrics: dict[str, Any] = {name: evaluate_lifter(lifter, ps) for name, ps in evals.items()}
     metrics.update({"mode": mode, "train_count": int(n_train), "iterations": cfg.iterations,
                     "train_s": round(time.time() - t0, 1)})
     return lifter, metrics, hist
@@ -194,12 +238,23 @@ def train_func(config: dict[str, Any]) -> None:
 
     lifter, metrics, hist = run_training(config)
     with tempfile.TemporaryDirectory() as tmp:
+        numbers = _numbers(metrics)
         lifting.save_lifter(Path(tmp, "model.pt"), lifter, mode=config["mode"], params=_plain(config["params"]),
-                            metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)})
+                            metrics=numbers)
         Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         Path(tmp, "curve.csv").write_text(_curve_csv(hist))
-        ray.train.report({k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
-                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics dict, one level of split records flattened (``test_pa_mpjpe``)."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update({f"{k}_{kk}": vv for kk, vv in v.items() if isinstance(vv, int | float)})
+        elif isinstance(v, int | float):
+            out[k] = v
+    return out
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
@@ -238,14 +293,17 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     if args.extra_2d:
         params["extra_2d"] = list(params["extra_2d"]) + list(args.extra_2d)
     data_dir = Path(args.data).resolve() if args.data else outputs_dir(root, "data", "packed")
+    splits = {"test": data_dir / "test"}
+    if (cfg.get("data") or {}).get("real_test") is not None:
+        splits["real"] = outputs_dir(root, *SPLITS["real"])
     from pose.data.packed import read_meta
 
-    for split in ("train", "test"):
-        if not (data_dir / split / "meta.json").is_file():
-            raise UserError(f"{data_dir / split}: no packed split (run `pose synth` + `pose prepare`, "
-                            "or `python -m workflows.data`)")
+    for name, split in splits.items():
+        if not (split / "meta.json").is_file():
+            how = "`dvc repro real_split`" if name == "real" else "`pose synth` + `pose prepare`, or `dvc repro prepare`"
+            raise UserError(f"{split}: no packed {name} split (run {how})")
         try:
-            read_meta(data_dir / split)  # every array and shard present with its recorded size
+            read_meta(split)  # every array and shard present with its recorded size
         except (OSError, ValueError) as exc:
             raise UserError(str(exc)) from None
     extra = []
@@ -261,8 +319,8 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     params["extra_2d"] = extra
     ray_cfg = cfg.get("ray") or {}
     cpus = float(ray_cfg.get("cpus_per_worker", 1.0) or 1.0)
-    tc = {"mode": args.mode, "params": params, "train_dir": str(data_dir / "train"),
-          "test_dir": str(data_dir / "test"), "threads": max(1, int(cpus))}
+    tc = {"mode": args.mode, "params": params, "splits": {k: str(v) for k, v in splits.items()},
+          "threads": max(1, int(cpus))}
 
     from workflows.raytrain import run_train_job
 
@@ -282,9 +340,9 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
                  "metrics.json": json.dumps(metrics, indent=2) + "\n"}, out_dir)
     if not ray_cfg.get("keep_runs", False) and local_storage:
         shutil.rmtree(result.path, ignore_errors=True)
-    print(f"[lift {args.mode}] done in {metrics['wall_s']:.0f} s: P-MPJPE {metrics['pa_mpjpe']:.1f} mm "
-          f"(sign-agnostic {metrics['sign_agnostic_pa_mpjpe']:.1f}, flat depth {metrics['flat_pa_mpjpe']:.1f}); "
-          f"wrote {out_dir}", flush=True)
+    figures = "; ".join(f"{name} P-MPJPE {metrics[name]['pa_mpjpe']:.1f} mm vs flat depth "
+                        f"{metrics[name]['flat_pa_mpjpe']:.1f} ({metrics[name]['ratio_to_flat']:.2f}x)" for name in splits)
+    print(f"[lift {args.mode}] done in {metrics['wall_s']:.0f} s: {figures}; wrote {out_dir}", flush=True)
     return metrics
 
 
