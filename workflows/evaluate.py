@@ -24,6 +24,12 @@ its baseline. **Joint groups** (torso, arms, legs; ``skeleton.JOINT_GROUPS_17``)
 3D MPJPE and PA-MPJPE (argmax) and the 2D PCK@0.1 of the person box (the argmax pose projected
 with K against the projected ground truth, threshold 0.1 × the box side in raw px).
 
+**Lifting the network's own 2D** (the pipeline a user runs on a photo): the final stage's 2D joints
+(the image positions of its argmax joints) on each split fed to the lifters of
+``outputs/lift/{supervised,unsupervised}/model.pt`` (``workflows/lift.py``), P-MPJPE and N-MPJPE
+beside the network's own 3D, the same 2D at flat depth and the lifters on ground-truth 2D
+(:func:`lift_c2f`; left out when no lifter has been trained).
+
 Outputs (``outputs/eval/``): ``metrics.json`` (DVC metrics), ``mpjpe_per_stage.csv`` (DVC plot),
 ``per_action.json``, ``report.md`` (markdown tables), ``mpjpe_per_stage.png``,
 ``training_curves.png`` (from each stage's ``curve.csv``), and ``report.html``: the same tables, the

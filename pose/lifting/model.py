@@ -28,6 +28,8 @@ __all__ = [
 #: y-RMS (mm) of root-relative real H36M poses (S9 Posing fixture: 478.7 mm); the default mm scale of
 #: lifters trained without 3D.
 NOMINAL_UNIT_MM = 478.7
+#: initial scale of a perspective depth lifter's output layer (:class:`Lifter`)
+PERSPECTIVE_OUT_SCALE = 0.01
 
 
 class ResidualMLP(nn.Module):
@@ -111,6 +113,12 @@ class Lifter(nn.Module):
         self.net = ResidualMLP(NUM_JOINTS * 2, out, self.cfg.width, self.cfg.blocks, self.cfg.dropout,
                                self.cfg.batch_norm)
         self.register_buffer("unit_mm", torch.tensor(float(NOMINAL_UNIT_MM)))
+        if self.cfg.output == "depth" and self.cfg.camera == "perspective":
+            # start near flat depth: the perspective cycle divides by each joint's depth, and the
+            # random first depths of a full-size output layer put joints at the camera (the
+            # self-supervised cycle then diverged: 2D reprojection error ~3 units)
+            with torch.no_grad():
+                self.net.out.weight.mul_(PERSPECTIVE_OUT_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_2d(x, "x")
