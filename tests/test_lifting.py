@@ -65,6 +65,18 @@ def test_y_rms_normalisation_is_azimuth_invariant():
     assert torch.allclose(xu[:, 0], torch.zeros(5, 2)) and torch.allclose(L.pose_scale(xu), torch.ones(5))
 
 
+def test_head_normalisation_puts_the_head_one_unit_from_the_root():
+    p = torch.zeros(2, 17, 2)
+    p[:, 0] = torch.tensor([100.0, 200.0])
+    p[:, 10] = p[:, 0] + torch.tensor([[0.0, -300.0], [40.0, -30.0]])  # head 300 and 50 px from the root
+    p[:, 3] = p[:, 0] + torch.tensor([10.0, 400.0])
+    xu, s = L.normalize_2d(p, "head")
+    torch.testing.assert_close(s, torch.tensor([300.0, 50.0]))
+    torch.testing.assert_close(xu[:, 10].norm(dim=-1), torch.ones(2))
+    with pytest.raises(ValueError, match="norm: expected one of"):
+        L.pose_scale(p, "height")
+
+
 @pytest.mark.parametrize("camera", ["orthographic", "perspective"])
 def test_oracle_lifter_has_zero_cycle_loss(camera):
     g = torch.Generator().manual_seed(3)

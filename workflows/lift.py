@@ -295,7 +295,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(args.data).resolve() if args.data else outputs_dir(root, "data", "packed")
     splits = {"test": data_dir / "test"}
     if (cfg.get("data") or {}).get("real_test") is not None:
-        splits["real"] = outputs_dir(root, *SPLITS["real"])
+        splits["real"] = outputs_dir(root, "data", *SPLITS["real"])
     from pose.data.packed import read_meta
 
     for name, split in splits.items():

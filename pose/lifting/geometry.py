@@ -4,7 +4,9 @@ Joints are the 17 H36M joints of ``pose.skeleton`` (root = 0); camera frame X ri
 **Unit space**: a 2D pose root-centred and divided by a per-pose scale (:func:`normalize_2d`; by
 default the RMS of the root-relative *y* of the 16 non-root joints, ``"y_rms"``, which a rotation
 about the vertical axis leaves unchanged under orthographic projection, so that real and rotated
-fake 2D poses carry no scale cue for the discriminator; ``"kudo"`` = mean root distance). 3D poses
+fake 2D poses carry no scale cue for the discriminator; ``"kudo"`` = mean root distance; ``"head"`` =
+the root-to-head distance, Chen et al.'s normalisation: the head 1 unit from the root, i.e. 1/c of
+the focal length for a root at distance c). 3D poses
 are root-relative in the same unit: orthographically ``X = (x, y, d)``; perspectively (root at
 distance ``c`` on the optical axis) ``z = max(c + d − d_root, 1)``, ``X = (x·z/c, y·z/c, z − c)``.
 """
@@ -30,6 +32,10 @@ __all__ = [
 ]
 
 NUM_JOINTS = 17
+#: the head joint (Chen et al.'s normalisation measures the root-to-head distance)
+HEAD = 10
+#: the per-pose 2D scales of :func:`pose_scale`
+NORMS = ("y_rms", "kudo", "head")
 
 
 def check_2d(x: torch.Tensor, name: str) -> None:
@@ -41,14 +47,17 @@ def pose_scale(p: torch.Tensor, norm: str = "y_rms") -> torch.Tensor:
     """Per-pose scale ``(..., 17, C≥2) → (...)`` of root-relative coordinates (non-root joints).
 
     ``"y_rms"``: RMS of the y coordinates (rotation-invariant about the vertical axis);
-    ``"kudo"``: mean xy distance to the root (Kudo et al.).
+    ``"kudo"``: mean xy distance to the root (Kudo et al.); ``"head"``: xy distance from the root to
+    the head (joint 10; Chen et al.).
     """
     rel = p[..., 1:, :2] - p[..., :1, :2]
     if norm == "y_rms":
         return rel[..., 1].pow(2).mean(-1).sqrt()
     if norm == "kudo":
         return rel.norm(dim=-1).mean(-1)
-    raise ValueError(f"norm: expected 'y_rms' or 'kudo', got {norm!r}")
+    if norm == "head":
+        return rel[..., HEAD - 1, :].norm(dim=-1)
+    raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
 
 
 def normalize_2d(p, norm: str = "y_rms", eps: float = 1e-8):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pose.lifting.geometry import NUM_JOINTS, check_2d, depth_to_3d, normalize_2d
+from pose.lifting.geometry import NORMS, NUM_JOINTS, check_2d, depth_to_3d, normalize_2d
 
 __all__ = [
     "NOMINAL_UNIT_MM",
@@ -93,8 +93,8 @@ class LifterConfig:
             raise ValueError(f"output: expected 'depth' or 'xyz', got {self.output!r}")
         if self.camera not in ("perspective", "orthographic"):
             raise ValueError(f"camera: expected 'perspective' or 'orthographic', got {self.camera!r}")
-        if self.norm not in ("y_rms", "kudo"):
-            raise ValueError(f"norm: expected 'y_rms' or 'kudo', got {self.norm!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm: expected one of {NORMS}, got {self.norm!r}")
         if not self.c > 1.0:
             raise ValueError(f"c: expected a camera distance > 1, got {self.c}")
 
