@@ -77,6 +77,8 @@ class LifterConfig:
 
     output: ``"depth"`` (Chen/Kudo: one depth per joint, x/y from the input) or ``"xyz"`` (Martinez:
     full root-relative 3D). camera: ``"perspective"`` (root at distance ``c``) or ``"orthographic"``.
+    norm: the per-pose 2D scale of unit space (``pose.lifting.geometry.pose_scale``): ``"y_rms"``,
+    ``"kudo"`` or ``"head"`` (Chen et al.'s root-to-head distance).
     """
 
     output: str = "depth"
