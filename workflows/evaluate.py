@@ -128,7 +128,6 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         m["mpjpe_argmax"]["action_wise"] = tabs["mpjpe_argmax"]["action_wise"]
         per_action[key] = tabs
         last_eval = (ds, res["mpjpe_argmax"], errs["mpjpe_argmax"])
-        finals = {"embedded": (res["mpjpe_argmax"], gt)}
         metrics["stages"][key] = m
         table_rows.append({"stage": key, "d2": m["d2"], **{k: v["full"] for k, v in m.items() if isinstance(v, dict) and "full" in v},
                            "subset_mpjpe_argmax": m["mpjpe_argmax"]["subset"]})
@@ -143,6 +142,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     b = metrics["final"]["baseline_mean_pose"]
     for r in table_rows:
         r["baseline_mean_pose"] = b
+    finals = {"embedded": (last_eval[1], gt)}  # the final stage's argmax poses, for the lifters
     real = None if real_dir is None else evaluate_real(cfg, real_dir, ckpts, mp, device, log, finals)
     lifters = lift_c2f(root, finals, log)
     if lifters:
