@@ -148,3 +148,17 @@ def test_lifters_fed_with_the_networks_2d(tmp_path):
         "| C2F network, 3D of d2_64 (argmax)", "| its 2D at flat depth", "| its 2D → supervised lifter",
         "| ground-truth 2D → supervised lifter"]
     assert f"{rows['supervised']['pa_mpjpe']:.1f}" in table[3]
+
+
+def test_a_truncated_lifter_is_one_line_naming_it(tmp_path):
+    """evaluate reads the lifters before any stage: a cut-short model.pt is one UserError naming it."""
+    from pose import lifting
+    from workflows.common import UserError
+    from workflows.evaluate import load_lifters
+
+    path = tmp_path / "outputs" / "lift" / "unsupervised" / "model.pt"
+    lifting.save_lifter(path, lifting.Lifter(lifting.LifterConfig(width=16, blocks=1)))
+    assert set(load_lifters(tmp_path)) == {"unsupervised"}
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(UserError, match=f"{path} is not a readable lifter checkpoint .*dvc repro lift_unsupervised"):
+        load_lifters(tmp_path)

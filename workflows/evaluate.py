@@ -96,6 +96,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         if not p.is_file():
             raise UserError(f"stage checkpoint not found: {p} (run `dvc repro train@{key}`)")
         ckpts[key] = p
+    lifters = load_lifters(root)  # before any stage is evaluated: a bad lifter file stops us now
     ev = cfg["evaluate"]
     seed = cfg["seed"]
     n_test = int(read_meta(test_dir)["count"])
@@ -144,9 +145,9 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
         r["baseline_mean_pose"] = b
     finals = {"embedded": (last_eval[1], gt)}  # the final stage's argmax poses, for the lifters
     real = None if real_dir is None else evaluate_real(cfg, real_dir, ckpts, mp, device, log, finals)
-    lifters = lift_c2f(root, finals, log)
-    if lifters:
-        metrics["lifters"] = lifters
+    lifted = lift_c2f(root, finals, log, lifters)
+    if lifted:
+        metrics["lifters"] = lifted
     if real is not None:
         metrics["real"] = real
         for r in table_rows:
@@ -294,9 +295,9 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
                              **{k: {"full": float(e.mean())} for k, e in _errors(res, gt).items()},
                              "groups": limb_groups(res["mpjpe_argmax"], gt, *geometry)}
         out["stages"][key] = m
-        if finals is not None:
-            finals["real poses"] = (res["mpjpe_argmax"], gt)
         log(_stage_line(f"{key} real-pose split:", m, len(rows), time.time() - t0))
+    if finals is not None:
+        finals["real poses"] = (res["mpjpe_argmax"], gt)
     base = np.broadcast_to(mp, gt.shape) + gt[:, :1]
     out["baseline_mean_pose"] = {"mpjpe": {"full": float(mpjpe(base, gt).mean())},
                                  "pa_mpjpe": {"full": float(pa_mpjpe(base, gt).mean())},
@@ -305,28 +306,52 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
     return out
 
 
-#: lifting stage → its outputs folder under outputs/lift; evaluation split → its name in the lift metrics
+#: the lift stages (``workflows.lift.MODES``) and, for each evaluation split, its name in their metrics
+#: (``workflows.lift.SPLITS``); restated rather than imported, as importing workflows.lift would make
+#: evaluate's code deps (dvc.yaml) the lift stages' whole closure
 LIFTERS = ("supervised", "unsupervised")
 _LIFT_SPLIT = {"embedded": "test", "real poses": "real"}
 
 
-def lift_c2f(root: Path, finals: dict[str, tuple[np.ndarray, np.ndarray]], log=print) -> dict[str, Any]:
+def load_lifters(root: Path) -> dict[str, Any]:
+    """The trained lifters ``outputs/lift/<mode>/model.pt`` of :data:`LIFTERS` that exist
+    ({mode: Lifter}); a :class:`UserError` naming the file when one cannot be read."""
+    from pose.lifting import load_lifter
+
+    out = {}
+    for mode in LIFTERS:
+        path = outputs_dir(root, "lift", mode, "model.pt")
+        if path.is_file():
+            try:
+                out[mode] = load_lifter(path)
+            except ValueError as exc:
+                raise UserError(f"{exc} (rerun `dvc repro lift_{mode}`)") from None
+    return out
+
+
+def lift_c2f(root: Path, finals: dict[str, tuple[np.ndarray, np.ndarray]], log=print,
+             lifters: dict[str, Any] | None = None) -> dict[str, Any]:
     """The photo pipeline: the final stage's own 2D (the image positions of its argmax joints) fed to
-    the lifters of ``outputs/lift/<mode>/model.pt``, beside the final stage's 3D, on each split.
+    the lifters of ``outputs/lift/<mode>/model.pt`` (``lifters``, or :func:`load_lifters`), beside
+    the final stage's 3D, on each split.
 
     ``finals``: {split: (argmax prediction (N, 17, 3) camera mm, ground truth (N, 17, 3) mm)}.
     Returns {split: {row: {"pa_mpjpe", "mpjpe_scaled"}}} with rows ``c2f`` (the network's 3D),
     ``flat`` (its 2D at flat depth), each lifter on its 2D and, from the lift stages' metrics, each
     lifter on the ground-truth 2D (``<mode> (GT 2D)``); {} when no lifter has been trained.
     """
-    from pose.lifting import flat_pose, lift_2d, load_lifter, normalize_2d
+    from pose.lifting import flat_pose, lift_2d, normalize_2d
     from pose.metrics import evaluate_predictions
 
-    paths = {m: outputs_dir(root, "lift", m, "model.pt") for m in LIFTERS}
-    lifters = {m: load_lifter(p) for m, p in paths.items() if p.is_file()}
+    lifters = load_lifters(root) if lifters is None else lifters
     if not lifters:
         log("[evaluate] no lifters in outputs/lift: the 2D→3D lifting table is left out")
         return {}
+    gt_2d = {}  # the lift stages' own figures (ground-truth 2D), by mode and split
+    for mode in lifters:
+        path = outputs_dir(root, "lift", mode, "metrics.json")
+        gt_2d[mode] = json.loads(path.read_text()) if path.is_file() else {}
+
     def figures(p3d: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         r = evaluate_predictions(p3d, gt, sign_agnostic=False)
         return {"pa_mpjpe": r["pa_mpjpe"], "mpjpe_scaled": r["n_mpjpe"]}
@@ -337,8 +362,7 @@ def lift_c2f(root: Path, finals: dict[str, tuple[np.ndarray, np.ndarray]], log=p
         rows = {"c2f": figures(pred, gt), "flat": figures(flat_pose(normalize_2d(x2d)[0]), gt)}
         for mode, lifter in lifters.items():
             rows[mode] = figures(lift_2d(lifter, x2d), gt)
-            gt_path = outputs_dir(root, "lift", mode, "metrics.json")
-            rec = json.loads(gt_path.read_text()).get(_LIFT_SPLIT[split]) if gt_path.is_file() else None
+            rec = gt_2d[mode].get(_LIFT_SPLIT[split])
             if rec:
                 rows[f"{mode} (GT 2D)"] = {"pa_mpjpe": rec["pa_mpjpe"], "mpjpe_scaled": rec["mpjpe_scaled"]}
         out[split] = rows

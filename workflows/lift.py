@@ -119,16 +119,25 @@ def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 
 
 # --------------------------------------------------------------------------------------------
 # worker side
-def evaluate_lifter(lifter, ps) -> dict[str, Any]:
-    """A lifter on a pose set with 3D (``pose.lifting.data.PoseSet``): :func:`summarize` of its
-    predictions and of the flat-depth baseline on the same 2D."""
+def flat_baseline(ps, norm: str) -> tuple[Any, dict[str, Any]]:
+    """A pose set with 3D (``pose.lifting.data.PoseSet``) in unit space of ``norm`` and the flat-depth
+    baseline on it → (unit-space 2D (N, 17, 2), ``evaluate_predictions`` result); computed once per
+    split, whatever the number of evaluations."""
     from pose import lifting
     from pose.lifting.data import to_unit_space
     from pose.metrics import evaluate_predictions
 
-    x, _, _ = to_unit_space(ps, lifter.cfg.norm)
+    x, _, _ = to_unit_space(ps, norm)
+    return x, evaluate_predictions(lifting.flat_pose(x), ps.joints_3d, sign_agnostic=False)
+
+
+def evaluate_lifter(lifter, ps, x, flat: dict[str, Any]) -> dict[str, Any]:
+    """A lifter on a pose set with 3D and its :func:`flat_baseline` ``(x, flat)``: :func:`summarize`
+    of its predictions against the flat-depth baseline on the same 2D."""
+    from pose import lifting
+    from pose.metrics import evaluate_predictions
+
     res = evaluate_predictions(lifting.predict_3d(lifter, x), ps.joints_3d, ps.action, ps.action_names)
-    flat = evaluate_predictions(lifting.flat_pose(x), ps.joints_3d, sign_agnostic=False)
     return summarize(res, flat)
 
 
@@ -197,13 +206,14 @@ def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict
     if p.get("epochs"):
         cfg.iterations = max(1, math.ceil(float(p["epochs"]) * n_train / cfg.batch_size))
     norm = cfg.lifter.norm
+    baselines = {name: flat_baseline(ps, norm) for name, ps in evals.items()}
     print(f"[lift {mode}] {len(drawn)} training poses drawn in {time.time() - t0:.1f} s"
           + (f" (+{n_train - len(drawn)} extra 2D)" if extra else ""), flush=True)
 
     def eval_fn(G) -> dict[str, float]:
         out = {}
         for name, ps in evals.items():
-            r = evaluate_lifter(G, ps)
+            r = evaluate_lifter(G, ps, *baselines[name])
             out.update({f"{name}_pa_mpjpe": r["pa_mpjpe"], f"{name}_ratio_to_flat": r["ratio_to_flat"]})
         return out
 
@@ -224,7 +234,7 @@ def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict
         x_train, y_train, s3 = lift_data.to_unit_space(drawn, norm)
         lifter, hist = lifting.train_supervised(x_train, y_train, cfg, eval_fn=eval_fn, log_fn=log_fn,
                                                 unit_mm=float(np.mean(s3)))
-    metrics: dict[str, Any] = {name: evaluate_lifter(lifter, ps) for name, ps in evals.items()}
+    metrics: dict[str, Any] = {name: evaluate_lifter(lifter, ps, *baselines[name]) for name, ps in evals.items()}
     metrics.update({"mode": mode, "train_count": int(n_train), "iterations": cfg.iterations,
                     "train_s": round(time.time() - t0, 1)})
     return lifter, metrics, hist

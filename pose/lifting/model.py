@@ -178,7 +178,11 @@ def load_lifter(path: str | Path, map_location: str = "cpu") -> Lifter:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path: lifter checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is the same user error
+        raise ValueError(f"path: {path} is not a readable lifter checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(ckpt, dict) or "lifter" not in ckpt or "lifter_config" not in ckpt:
         raise ValueError(f"path: {path} is not a lifter checkpoint (no 'lifter'/'lifter_config' keys)")
     model = Lifter(LifterConfig(**ckpt["lifter_config"]))

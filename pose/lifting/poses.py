@@ -79,10 +79,10 @@ def _sample_times(clip: motion.Clip, t: np.ndarray) -> np.ndarray:
 
 
 def _draw_moments(clips: list[motion.Clip], n: int, rng: np.random.Generator,
-                  dt: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  dt: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` moments of the clips, a clip chosen with probability ∝ its duration (every moment equally
-    likely) → (points (n, 21, 3) world mm, clip index (n,), time (n,)); with ``dt`` also returns
-    the points ``dt`` s later in place of the times' successors (see :func:`draw_poses`)."""
+    likely), each taken ``dt`` s after the drawn time → (points (n, 21, 3) world mm, clip index (n,));
+    the same ``rng`` state with another ``dt`` gives the same moments shifted (:func:`draw_poses`)."""
     dur = np.array([c.duration for c in clips])
     which = rng.choice(len(clips), n, p=dur / dur.sum())
     t = rng.uniform(0.0, 1.0, n) * dur[which]
@@ -91,7 +91,7 @@ def _draw_moments(clips: list[motion.Clip], n: int, rng: np.random.Generator,
         m = which == i
         if m.any():
             out[m] = _sample_times(c, t[m] + dt)
-    return out, which, t
+    return out, which
 
 
 def _body_frames(P: np.ndarray, which: str) -> np.ndarray:
