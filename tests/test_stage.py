@@ -227,8 +227,7 @@ def _assert_one_wandb_view(root: Path, iterations: dict[str, int], d2_04_run: st
             assert run["config"]["stage"] == key and run["config"]["stage_cfg"]["d2"] == int(key[3:])
             hist = [h for h in run["history"] if "val_mpjpe" in h]
             assert [h[CURRICULUM_STEP] for h in hist] == [offset + its]  # one epoch, after the stages before
-            assert hist[-1]["val/frames._type"] == "images/separated" and len(hist[-1]["val/frames.captions"]) == 4
-            assert len([f for f in run["media"] if f.startswith("media/images/val/frames")]) == 4
+            assert not [f for f in run["media"] if f.startswith("media/images")]  # stages draw nothing
             assert run["artifacts"] == [{"name": f"model-{key}", "type": "model", "files": ["model.pt"]}]
         offset += its
     ev = evals[0]

@@ -211,14 +211,14 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "keep_runs": _F("bool", False),
     },
     "wandb": {
-        "enabled": _F("bool", False),
+        # on by default: `dvc repro` writes the curriculum's offline runs (no account needed; `wandb sync`)
+        "enabled": _F("bool", True),
         "project": _F("str", "c2f-pose"),
         "mode": _F("str", "offline", choices=("offline", "online", "disabled")),
         "entity": _F("str", None, null=True),
         # the wandb group of the curriculum's runs (each stage, evaluate); null: "curriculum-<hash>" of
         # the settings the stages share and the prepared data (workflows/wandb_log.py)
         "group": _F("str", None, null=True),
-        "images": _F("int", 4, check=_ge0),  # validation frames drawn with their skeletons per epoch
     },
 }
 

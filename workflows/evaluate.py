@@ -36,7 +36,7 @@ Outputs (``outputs/eval/``): ``metrics.json`` (DVC metrics), ``mpjpe_per_stage.c
 plots and a gallery of the final stage's best and worst test frames in one self-contained page
 (``workflows/report_html.py``, ``workflows/gallery.py``). Written atomically as a set.
 
-With ``wandb.enabled`` (or ``--wandb``) the tables (``wandb.Table``), plots and gallery also go to one
+With ``wandb.enabled`` (the default; ``--no-wandb`` turns it off) the tables (``wandb.Table``), plots and gallery also go to one
 wandb run (``job_type: evaluate``) in the curriculum's group, beside the stages' runs
 (``workflows/wandb_log.py``).
 """
@@ -543,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="project root (default: $POSE_ROOT or cwd)")
     p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/eval)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--wandb", action="store_true", default=None,
-                   help="log the tables and plots to the curriculum's wandb group (also wandb.enabled)")
+    p.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                   help="log the tables and plots to the curriculum's wandb group (default: wandb.enabled, on)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     root = project_root(args.root)
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(tmp_plots, ignore_errors=True)
-    if args.wandb or cfg["wandb"]["enabled"]:
+    if cfg["wandb"]["enabled"] if args.wandb is None else args.wandb:
         from workflows.wandb_log import log_evaluation
 
         group = log_evaluation(cfg, root, result, [(c, out / n) for c, n in (

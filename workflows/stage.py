@@ -1,6 +1,6 @@
 """Train one curriculum stage as a Ray Train job and publish its outputs for DVC.
 
-    python -m workflows.stage --d2 16 [--config stages.yaml] [--num-workers N] [--use-gpu] [--wandb]
+    python -m workflows.stage --d2 16 [--config stages.yaml] [--num-workers N] [--use-gpu] [--no-wandb]
                               [--root DIR] [--data DIR] [--fresh] [--verbose]
 
 - Reads and validates ``stages.yaml`` (entry ``train.d2_16``), checks that the prepared data and the
@@ -66,7 +66,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None, help="one GPU per worker, NCCL")
     gpu.add_argument("--no-gpu", dest="use_gpu", action="store_false", help="CPU workers, gloo")
-    p.add_argument("--wandb", action="store_true", default=None, help="log to Weights & Biases (mode from wandb:)")
+    p.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                   help="log to Weights & Biases, offline unless wandb.mode says otherwise (default: wandb.enabled, on)")
     p.add_argument("--root", default=None, help="project root for data and outputs (default: $POSE_ROOT or cwd)")
     p.add_argument("--data", default=None, help="prepared data folder with train/ and test/ "
                    "(default: <root>/outputs/data/packed)")

@@ -705,12 +705,9 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
         # stored before it is reported: a crash in between loses a report, never repeats one
         save(pos, final=pos.epoch >= epochs, report=metrics)
         if run is not None:
-            from workflows.wandb_log import log_epoch, step_offset, val_pictures
+            from workflows.wandb_log import log_epoch, step_offset
 
-            pictures = val_pictures(evaluated, val_ds, int(config["wandb"].get("images", 0)), depth_range, device,
-                                    float(st["softmax_scale"]))
-            log_epoch(run, metrics, step_offset(config["wandb"].get("previous", []), len(train_ds)) + pos.iteration,
-                      pictures)
+            log_epoch(run, metrics, step_offset(config["wandb"].get("previous", []), len(train_ds)) + pos.iteration)
     if run is not None:
         run.finish()
     return "done"

@@ -1,18 +1,20 @@
 """One curriculum, one wandb view: what the training stages and the evaluation log to Weights & Biases.
 
-With ``wandb.enabled`` (or ``--wandb``) the runs of one curriculum share one wandb **group**:
+With ``wandb.enabled`` (the default; ``--wandb`` / ``--no-wandb`` on a stage's command line) the
+runs of one curriculum share one wandb **group**, written offline under ``outputs/wandb/`` unless
+``wandb.mode`` says otherwise (``wandb sync outputs/wandb/wandb/offline-run-*`` uploads them later):
 
 - each training stage is a run (``job_type: stage``, named by its stage key, id = the stage run's
   name ``d2_16-<fingerprint>``, so a stage resumed after a failure continues its run), its config the
-  stage's train config; every epoch it logs the epoch's metrics, a few validation frames drawn with
-  the predicted (coloured) and true (white) skeletons (``val/frames``, ``wandb.images`` of them), and
-  ``curriculum/iteration``, the iteration counted from the start of the curriculum (the iterations of
+  stage's train config; every epoch it logs the epoch's metrics and ``curriculum/iteration``, the iteration counted from the start of the curriculum (the iterations of
   the stages before it plus its own), which every other metric is plotted against
   (``define_metric``), so the stages follow each other on one step axis; at the end its final
   ``model.pt`` is logged as an artifact ``model-d2_16`` (type ``model``);
 - ``workflows/evaluate.py`` adds one run (``job_type: evaluate``) with the evaluation's tables
   (``eval/per_stage``, ``eval/per_action``: ``wandb.Table``), its plots and gallery (``wandb.Image``)
-  and the final numbers in its summary.
+  and the final numbers in its summary. The pictures (the final stage's best and worst test frames)
+  are drawn there, never in a training stage: training code runs no drawing code, so editing a plot
+  reruns only the evaluation (dvc.yaml).
 
 The group is ``wandb.group`` when set, else ``curriculum-<hash>``: a hash of the settings that make
 the curriculum (``seed``, ``model``, ``targets``, ``data`` less its execution keys,
@@ -20,7 +22,7 @@ the curriculum (``seed``, ``model``, ``targets``, ``data`` less its execution ke
 ``dvc repro`` runs as its own process and derives the same group; changing any stage's settings
 makes another curriculum, so the stages that run again (and the evaluation) log into a new group
 while the unchanged stages' runs stay in the old one (set ``wandb.group`` to keep a series of
-experiments in one group). Offline by default (``wandb.mode``), under ``outputs/wandb/``.
+experiments in one group).
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 __all__ = [
     "CURRICULUM_STEP",
     "curriculum_group",
@@ -43,7 +43,6 @@ __all__ = [
     "log_model",
     "previous_budgets",
     "step_offset",
-    "val_pictures",
 ]
 
 #: the step metric every logged metric is plotted against: the iteration from the curriculum's start
@@ -88,7 +87,7 @@ def _init(wb: Mapping[str, Any], curriculum_step: bool, **kwargs: Any):
 
     os.makedirs(wb["dir"], exist_ok=True)
     run = wandb.init(project=wb["project"], entity=wb.get("entity"), mode=wb["mode"], dir=wb["dir"],
-                     group=wb["group"], reinit="finish_previous", **kwargs)
+                     group=wb["group"], reinit="finish_previous", settings=wandb.Settings(silent=True), **kwargs)
     if curriculum_step:
         run.define_metric(CURRICULUM_STEP)
         run.define_metric("*", step_metric=CURRICULUM_STEP)
@@ -102,42 +101,9 @@ def init_stage_run(config: Mapping[str, Any]):
                  config={k: v for k, v in config.items() if k not in ("wandb", "board")})
 
 
-def val_pictures(model, dataset, n: int, depth_range, device, softmax_scale: float,
-                 size: int = 160) -> list[tuple[np.ndarray, str]]:
-    """The first ``n`` frames of ``dataset`` (a ``PackedDataset``) drawn with the model's prediction
-    (argmax, ground-truth root depth): ``[(picture (size, 3·size, 3) uint8 RGB, caption)]``."""
-    import torch
-
-    from pose.metrics import mpjpe
-    from pose.predict import predict_loader
-    from workflows.gallery import frame_picture
-
-    rows = list(range(min(int(n), len(dataset))))
-    if not rows:
-        return []
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, rows), batch_size=len(rows))
-    res = predict_loader(model, loader, depth_range=depth_range, device=device, softmax_scale=softmax_scale,
-                         decodings={"argmax": ("argmax", "gt")})
-    errors = mpjpe(res["argmax"], res["gt"])
-    out = []
-    for i in rows:
-        item = dataset[i]
-        crop = ((item["image"].numpy().transpose(1, 2, 0) + 0.5) * 255.0).round().clip(0, 255).astype(np.uint8)
-        caption = f"val frame {i}: {float(errors[i]):.0f} mm"
-        out.append((frame_picture(crop, res["argmax"][i], res["gt"][i], item["K"].numpy(),
-                                  item["crop_to_raw"].numpy(), caption, size), caption))
-    return out
-
-
-def log_epoch(run, metrics: Mapping[str, Any], curriculum_iteration: int,
-              pictures: Sequence[tuple[np.ndarray, str]] = ()) -> None:
-    """One epoch's metrics, its validation pictures and the curriculum step (stage step: the iteration)."""
-    import wandb
-
-    data: dict[str, Any] = {**metrics, CURRICULUM_STEP: int(curriculum_iteration)}
-    if pictures:
-        data["val/frames"] = [wandb.Image(p, caption=c) for p, c in pictures]
-    run.log(data, step=int(metrics["iteration"]))
+def log_epoch(run, metrics: Mapping[str, Any], curriculum_iteration: int) -> None:
+    """One epoch's metrics and the curriculum step (stage step: the iteration)."""
+    run.log({**metrics, CURRICULUM_STEP: int(curriculum_iteration)}, step=int(metrics["iteration"]))
 
 
 def log_model(run, path: str | Path, stage: str, metrics: Mapping[str, Any]) -> None:
