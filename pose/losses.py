@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from pose.decode import DEFAULT_SOFTMAX_SCALE, soft_argmax
 from pose.targets import (
     C2F_DEPTH_RANGE,
     DepthRange,
@@ -419,7 +420,7 @@ class LossConfig:
     ratio_3d: float = 1.0
     integral_weight: float = 1.0
     integral_kind: str = "l1"
-    softmax_scale: float = 30.0
+    softmax_scale: float = DEFAULT_SOFTMAX_SCALE
     sigma_2d: float = 2.0
     sigma_z: float | None = None
     sigma_z_rule: str = "c2f"
@@ -466,20 +467,6 @@ class LossConfig:
         if self.sigma_z is not None:
             return float(self.sigma_z)
         return sigma_z_for(d2, float(self.sigma_2d), self.sigma_z_rule)
-
-
-def _soft_argmax(volume: torch.Tensor, scale: float) -> torch.Tensor:
-    try:
-        from pose.decode import soft_argmax
-    except ImportError:  # pragma: no cover - decode is part of the package
-        soft_argmax = None
-    if soft_argmax is not None:
-        return soft_argmax(volume, scale=scale, validate=False)
-    B, J, D, H, W = volume.shape  # local fallback, same convention (cell k centred at k)
-    prob = torch.softmax(volume.reshape(B, J, -1).float() * scale, -1).reshape(B, J, D, H, W)
-    ar = [torch.arange(n, device=volume.device, dtype=prob.dtype) for n in (W, H, D)]
-    return torch.stack([(prob.sum((2, 3)) * ar[0]).sum(-1), (prob.sum((2, 4)) * ar[1]).sum(-1),
-                        (prob.sum((3, 4)) * ar[2]).sum(-1)], -1)
 
 
 def _batch_field(batch: dict, key: str, shape: tuple[int, ...], device: torch.device,
@@ -547,7 +534,7 @@ def c2f_loss(hm2d: torch.Tensor, vol: torch.Tensor, batch: dict, cfg: LossConfig
     hd_int = has_depth & (D > 1)
     lint = None
     if use_int:
-        xyz = _soft_argmax(vol, float(cfg.softmax_scale))
+        xyz = soft_argmax(vol, scale=float(cfg.softmax_scale), validate=False)
         if cfg.variant == "I1":
             lint = integral_loss(xyz, coords, hd_int, cfg.integral_kind, visible, z_scale=W / D)
 

@@ -518,9 +518,18 @@ def stage_key(d2: int) -> str:
     return f"d2_{d2:02d}"
 
 
-def save_checkpoint(path: str | os.PathLike, model: C2FPoseNet, **extra: Any) -> Path:
-    """Write ``{"model", "model_config", "depth_range", "stride", "stage", "d2", "metrics", **extra}``.
+#: what prediction reads from a checkpoint besides the weights: the crop's box factor and the
+#: soft-argmax scale the model was trained with (``pose.predict.Predictor``, ``workflows/evaluate.py``)
+PREDICTION_KEYS = ("bbox_enlarge", "softmax_scale")
 
+
+def save_checkpoint(path: str | os.PathLike, model: C2FPoseNet, *, bbox_enlarge: float, softmax_scale: float,
+                    **extra: Any) -> Path:
+    """Write ``{"model", "model_config", "depth_range", "stride", "stage", "d2", "metrics",
+    "bbox_enlarge", "softmax_scale", **extra}``.
+
+    ``bbox_enlarge`` (the crop's box side over the person box's longer side) and ``softmax_scale``
+    (of the soft-argmax) are what the model was trained with; prediction reads them from here.
     Defaults: ``depth_range`` = C2F range ``[lb, ub]`` (mm), ``stride`` = 4, ``d2`` = the model's,
     ``stage`` = :func:`stage_key` of ``d2``, ``metrics`` = {}. ``extra`` values must be plain python types
     (a ``DepthRange``, numpy scalars and 1-element tensors are converted). Written atomically (temp
@@ -539,6 +548,10 @@ def save_checkpoint(path: str | os.PathLike, model: C2FPoseNet, **extra: Any) ->
         "stage": stage_key(model.cfg.d2),
         "metrics": {},
     }
+    for key, value in (("bbox_enlarge", bbox_enlarge), ("softmax_scale", softmax_scale)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+        ckpt[key] = float(value)
     if "depth_range" not in extra:
         from pose.targets import C2F_DEPTH_RANGE
 
@@ -584,6 +597,9 @@ def load_checkpoint(
         or not isinstance(ckpt.get("model_config"), dict)
     ):
         raise ValueError(f"{path} is not a c2f-pose checkpoint (needs dict keys 'model' and 'model_config')")
+    missing = [k for k in PREDICTION_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} (written by an older c2f-pose: train the stage again)")
     try:
         model = C2FPoseNet(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"], strict=True)

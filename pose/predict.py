@@ -13,14 +13,14 @@ Quick start::
 One place for "model output → decoded joints": ``pose.decode.decode_outputs`` is what
 :class:`Predictor`, :func:`predict_loader` (evaluation, training validation) and ``pose show``
 call, so a prediction made here equals the evaluation's for the same crop (the softmax scale of the
-soft-argmax is the checkpoint's ``softmax_scale``, default 30, the training loss's).
+soft-argmax is the checkpoint's ``softmax_scale``, the one the stage trained with).
 
 Preprocessing is the evaluation's: :func:`preprocess` calls ``pose.data.dataset.make_sample``
 (``PackedDataset``'s crop: square box of side ``max(w, h) · bbox_enlarge`` centred on the bbox,
 ``pose.camera.crop_affine``, bilinear ``cv2.warpAffine`` to the checkpoint's ``input_size``, grey
-border) and ``to_tensors`` (RGB, ``pixel/255 − 0.5``). ``bbox_enlarge`` comes from the checkpoint
-(key ``bbox_enlarge``, or ``data.bbox_enlarge``), else 1.28 — the embedded default data's (seed
-layout) factor. Without a bbox the whole image is the box (as the seed layout's stored crops are).
+border) and ``to_tensors`` (RGB, ``pixel/255 − 0.5``). ``bbox_enlarge`` is the checkpoint's, the
+factor its training data was cropped with (1.28 for the seed layout, 1.25 for the JSON layout).
+Without a bbox the whole image is the box (as the seed layout's stored crops are).
 
 Without intrinsics an image gets an *assumed* pinhole camera (focal = ``ASSUMED_FOCAL_FACTOR`` ×
 the larger image side, principal point at the image centre): the root-relative 3D then depends on
@@ -56,7 +56,6 @@ from pose.targets import DepthRange
 
 __all__ = [
     "ASSUMED_FOCAL_FACTOR",
-    "DEFAULT_BBOX_ENLARGE",
     "PosePrediction",
     "Predictor",
     "assumed_intrinsics",
@@ -150,12 +149,8 @@ def assumed_intrinsics(image_hw: tuple[int, int]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # preprocessing (shared with pose.data.PackedDataset)
 # ----------------------------------------------------------------------------------------------
-#: bbox enlargement when the checkpoint does not say: the embedded default data's (seed layout).
-DEFAULT_BBOX_ENLARGE = 1.28
-
-
 def preprocess(
-    image: np.ndarray, bbox: Sequence[float], input_size: int, bbox_enlarge: float = DEFAULT_BBOX_ENLARGE
+    image: np.ndarray, bbox: Sequence[float], input_size: int, bbox_enlarge: float
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Crop one RGB image for the network exactly as evaluation does.
 
@@ -312,16 +307,16 @@ class Predictor:
             raise ValueError(f"checkpoint: d2 = {self.d2} but its model_config has d2 = {self.cfg.d2}")
         self.stride = int(ckpt.get("stride", model.stride))
         self.depth_range = DepthRange.coerce(ckpt.get("depth_range"))
-        scale = softmax_scale if softmax_scale is not None else _ckpt_softmax_scale(ckpt)
+        scale = softmax_scale if softmax_scale is not None else ckpt.get("softmax_scale")
+        if not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"softmax_scale: expected a positive number (the checkpoint's), got {scale!r}")
         self.softmax_scale = float(scale)
-        if not math.isfinite(self.softmax_scale) or self.softmax_scale <= 0:
-            raise ValueError(f"softmax_scale: expected a positive number, got {scale!r}")
         self.method = method
         self.batch_size = int(batch_size)
-        enlarge = bbox_enlarge if bbox_enlarge is not None else _ckpt_bbox_enlarge(ckpt)
+        enlarge = bbox_enlarge if bbox_enlarge is not None else ckpt.get("bbox_enlarge")
+        if not isinstance(enlarge, int | float) or not math.isfinite(enlarge) or enlarge <= 0:
+            raise ValueError(f"bbox_enlarge: expected a positive number (the checkpoint's), got {enlarge!r}")
         self.bbox_enlarge = float(enlarge)
-        if not math.isfinite(self.bbox_enlarge) or self.bbox_enlarge <= 0:
-            raise ValueError(f"bbox_enlarge: expected a positive number, got {enlarge!r}")
         self.stage = str(ckpt.get("stage", stage_key(self.d2)))
         self.flip_test = bool(flip_test)
 
@@ -472,27 +467,6 @@ class Predictor:
         """(d2,) root-relative depth (mm) of each depth bin's centre."""
         lb, ub = self.depth_range.lb, self.depth_range.ub
         return lb + (np.arange(self.d2) + 0.5) / self.d2 * (ub - lb)
-
-
-def _ckpt_softmax_scale(ckpt: dict[str, Any]) -> float:
-    """The soft-argmax scale stored in a checkpoint (top level or in a stage/loss config dict), else 30."""
-    if "softmax_scale" in ckpt:
-        return float(ckpt["softmax_scale"])
-    for key in ("loss", "stage_config", "config", "train"):
-        sub = ckpt.get(key)
-        if isinstance(sub, dict) and "softmax_scale" in sub:
-            return float(sub["softmax_scale"])
-    return DEFAULT_SOFTMAX_SCALE
-
-
-def _ckpt_bbox_enlarge(ckpt: dict[str, Any]) -> float:
-    """The crop's bbox enlargement stored in a checkpoint (top level or ``data``), else 1.28."""
-    if "bbox_enlarge" in ckpt:
-        return float(ckpt["bbox_enlarge"])
-    sub = ckpt.get("data")
-    if isinstance(sub, dict) and "bbox_enlarge" in sub:
-        return float(sub["bbox_enlarge"])
-    return DEFAULT_BBOX_ENLARGE
 
 
 # ----------------------------------------------------------------------------------------------

@@ -85,25 +85,6 @@ def to17(joints32):
     return _take(joints32, H36M_17_FROM_32, 32, "joints32")
 
 
-def to16(joints17):
-    """(..., 17, C) → (..., 16, C) (drops Torso)."""
-    return _take(joints17, H36M_16_FROM_17, 17, "joints17")
-
-
-def from16(joints16):
-    """(..., 16, C) → (..., 17, C); the missing Torso is the midpoint of Pelvis and Neck."""
-    if joints16.shape[-2] != 16:
-        raise ValueError(f"joints16: expected 16 joints on axis -2, got shape {tuple(joints16.shape)}")
-    idx = list(H36M_16_FROM_17)
-    if isinstance(joints16, np.ndarray):
-        out = np.zeros(joints16.shape[:-2] + (17, joints16.shape[-1]), dtype=joints16.dtype)
-    else:
-        out = joints16.new_zeros(joints16.shape[:-2] + (17, joints16.shape[-1]))
-    out[..., idx, :] = joints16
-    out[..., 7, :] = 0.5 * (joints16[..., 0, :] + joints16[..., 7, :])
-    return out
-
-
 def flip_permutation(flip_pairs=FLIP_PAIRS_17, num_joints: int = 17) -> list[int]:
     """Index list that swaps left and right joints: ``flipped = joints[..., perm, :]``."""
     perm = list(range(num_joints))

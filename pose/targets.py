@@ -48,7 +48,6 @@ __all__ = [
     "c2f_size_z",
     "sigma_z_for",
     "gaussian_1d",
-    "depth_profile",
     "separable_factors",
     "heatmap_2d",
     "volume_target",
@@ -218,11 +217,6 @@ def gaussian_1d(centre: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
         return (grid == torch.floor(centre + 0.5)[..., None]).to(centre.dtype)
     d = grid - centre[..., None]
     return torch.exp(d * d * (-0.5 / (sigma * sigma)))
-
-
-def depth_profile(z: torch.Tensor, d2: int, sigma_z: float) -> torch.Tensor:
-    """Depth profile ``gz`` (..., d2) of the volume target for bin coordinates ``z`` (...)."""
-    return gaussian_1d(z, _check_d2(d2), _check_sigma(sigma_z, "sigma_z", allow_zero=True))
 
 
 def _check_sigma(sigma: Any, name: str, allow_zero: bool = False) -> float:

@@ -27,7 +27,7 @@ def ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     save_checkpoint(path, C2FPoseNet(ModelConfig.preset("micro", d2=4, heatmap2_std=1.0)),
-                    train={"softmax_scale": 30.0})
+                    bbox_enlarge=1.28, softmax_scale=30.0)
     return path
 
 

@@ -271,7 +271,7 @@ def test_driver_sigkill_then_rerun_resumes(tree, tmp_path, micro_packed, referen
     _assert_same_run(root, reference)
     assert not (root / "outputs" / "ray" / name).exists()
 
-    from workflows.tracking import offline_runs, read_offline_run
+    from wandb_runs import offline_runs, read_offline_run
 
     runs = [read_offline_run(d) for d in offline_runs(root / "outputs" / "wandb")]
     # the SIGKILL may cut the first writer's log before its run record: such a fragment names no
@@ -364,7 +364,7 @@ def test_killed_dvc_repro_resumes_the_stage_it_was_in(tree, scratch_repo, run_cl
 # --------------------------------------------------------------------------------------------
 # sweeps
 def test_sweep_survives_a_lost_worker_and_a_killed_driver(tree, tmp_path, micro_packed, run_cli):
-    from workflows.tracking import offline_runs, read_offline_run
+    from wandb_runs import offline_runs, read_offline_run
 
     root = tmp_path / "proj"
     (root / "outputs" / "data").mkdir(parents=True)
@@ -377,7 +377,8 @@ def test_sweep_survives_a_lost_worker_and_a_killed_driver(tree, tmp_path, micro_
     prev.mkdir(parents=True)
     from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
 
-    save_checkpoint(prev / "model.pt", C2FPoseNet(ModelConfig.preset("micro", d2=2)), stage="d2_02")
+    save_checkpoint(prev / "model.pt", C2FPoseNet(ModelConfig.preset("micro", d2=2)), stage="d2_02",
+                    bbox_enlarge=1.28, softmax_scale=30.0)
     samples, epochs = 2, 3
     argv = [sys.executable, TUNE, "--d2", 4, "--config", root / "stages.yaml", "--root", root, "--num-samples",
             samples, "--epochs", epochs, "--max-concurrent", 1, "--stall-timeout", 660]

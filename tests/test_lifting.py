@@ -357,13 +357,3 @@ def test_unsupervised_learns_depth_from_2d_alone(seed):
           f"{hist[-1]['seconds']:.0f} s")
     assert sa < UNSUP_RATIO * flat, (sa, flat)
     assert corr > 0.5
-
-
-def test_clip_split_holds_out_unseen_actions():
-    tr, te = LD.clip_split(50, 20, seed=0)
-    assert tr.joints_2d.shape == (50, 17, 2) and te.joints_3d.shape == (20, 17, 3)
-    names = te.action_names
-    assert {names[a] for a in te.action} <= set(LD.DEFAULT_TEST_CLIPS)
-    assert not ({names[a] for a in tr.action} & set(LD.DEFAULT_TEST_CLIPS))
-    with pytest.raises(ValueError, match="test_clips"):
-        LD.clip_split(5, 5, test_clips=("nope",))

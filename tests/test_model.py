@@ -158,7 +158,8 @@ def test_expand_from_is_reproducible_with_generator() -> None:
 
 def test_expand_from_accepts_checkpoint_dict(tmp_path) -> None:
     prev = micro(d2=2)
-    save_checkpoint(tmp_path / "m.pt", prev, depth_range=[-1000.0, 1000.0])
+    save_checkpoint(tmp_path / "m.pt", prev, depth_range=[-1000.0, 1000.0], bbox_enlarge=1.28,
+                    softmax_scale=30.0)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     new = expand_from(micro(d2=4), ckpt, 0.01)
     assert torch.equal(new.hg2.low3.body[2].weight, prev.hg2.low3.body[2].weight)
@@ -209,9 +210,12 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         stage="d2_16",
         metrics={"mpjpe": 71.5, "per_action": {"Walk": 60.0}},
         epoch=3,
+        bbox_enlarge=1.25,
+        softmax_scale=20.0,
     )
     raw = torch.load(path, weights_only=True)
     assert set(raw) >= {"model", "model_config", "depth_range", "stride", "stage", "d2", "metrics"}
+    assert raw["bbox_enlarge"] == 1.25 and raw["softmax_scale"] == 20.0  # what prediction reads
     assert raw["d2"] == 16 and raw["stride"] == 4 and raw["stage"] == "d2_16" and raw["epoch"] == 3
     assert raw["model_config"]["norm"] == "bn_batchstats"
     loaded, ckpt = load_checkpoint(path)
@@ -231,7 +235,7 @@ def test_checkpoint_default_depth_range(tmp_path) -> None:
     pytest.importorskip("pose.targets")
     from pose.targets import C2F_DEPTH_RANGE
 
-    save_checkpoint(tmp_path / "m.pt", micro(d2=2))
+    save_checkpoint(tmp_path / "m.pt", micro(d2=2), bbox_enlarge=1.28, softmax_scale=30.0)
     _, ckpt = load_checkpoint(tmp_path / "m.pt")
     assert ckpt["depth_range"] == pytest.approx([C2F_DEPTH_RANGE.lb, C2F_DEPTH_RANGE.ub])
     assert ckpt["stage"] == "d2_02" and ckpt["metrics"] == {}
@@ -250,7 +254,8 @@ def test_checkpoint_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="other.pt"):
         load_checkpoint(other)
     with pytest.raises(ValueError, match="extra_obj"):
-        save_checkpoint(tmp_path / "x.pt", micro(), extra_obj=object(), depth_range=[0.0, 1.0])
+        save_checkpoint(tmp_path / "x.pt", micro(), extra_obj=object(), depth_range=[0.0, 1.0], bbox_enlarge=1.28,
+                        softmax_scale=30.0)
 
 
 def test_bn_batchstats_uses_batch_statistics_in_eval() -> None:

@@ -42,7 +42,7 @@ def ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = C2FPoseNet(ModelConfig.preset("micro", d2=4, heatmap2_std=1.0))
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, model, train={"softmax_scale": 30.0})
+    save_checkpoint(path, model, bbox_enlarge=1.28, softmax_scale=30.0)
     return path
 
 
@@ -172,7 +172,7 @@ def test_bad_inputs_api(rendered, ckpt, tmp_path):
 def _other_size_checkpoint(path: Path) -> Path:
     """A checkpoint whose weights are the tiny model's but whose config says micro."""
     tiny = C2FPoseNet(ModelConfig.preset("tiny", d2=4))
-    save_checkpoint(path, tiny)
+    save_checkpoint(path, tiny, bbox_enlarge=1.28, softmax_scale=30.0)
     ck = torch.load(path, weights_only=True)
     ck["model_config"] = ModelConfig.preset("micro", d2=4).to_dict()
     torch.save(ck, path)
@@ -273,7 +273,7 @@ def test_api_flip_test_equals_evaluation(rendered, tmp_path):
 
     torch.manual_seed(0)  # kaiming init: outputs far from 0, so the mirrored pass really differs
     model = C2FPoseNet(ModelConfig.preset("micro", d2=4, init="kaiming", heatmap2_std=1.0))
-    save_checkpoint(tmp_path / "model.pt", model, train={"softmax_scale": 30.0})
+    save_checkpoint(tmp_path / "model.pt", model, bbox_enlarge=1.28, softmax_scale=30.0)
     pred = Predictor.from_checkpoint(tmp_path / "model.pt", flip_test=True)
     rows = [0, 1]
     ds = PackedDataset(rendered["packed"] / "test", input_size=pred.input_size, indices=rows)
@@ -289,3 +289,22 @@ def test_api_flip_test_equals_evaluation(rendered, tmp_path):
         np.testing.assert_allclose(res.decodings["soft_argmax"]["joints_3d_camera"], ev["mpjpe_soft"][b],
                                    atol=0.05, rtol=1e-5)
     assert np.abs(ev["mpjpe_soft"] - plain["mpjpe_soft"]).max() > 1e-3  # flip averaging changed the outputs
+
+
+def test_prediction_settings_come_from_the_checkpoint(tmp_path):
+    """A checkpoint carries the crop factor and soft-argmax scale its stage trained with (JSON-layout
+    data crops at 1.25, the seed layout at 1.28): the Predictor uses them; one without them is refused
+    by name."""
+    path = save_checkpoint(tmp_path / "json.pt", C2FPoseNet(ModelConfig.preset("micro", d2=4)), bbox_enlarge=1.25,
+                           softmax_scale=12.5)
+    pred = Predictor.from_checkpoint(path)
+    assert (pred.bbox_enlarge, pred.softmax_scale) == (1.25, 12.5)
+    assert Predictor.from_checkpoint(path, bbox_enlarge=1.4).bbox_enlarge == 1.4  # an explicit choice wins
+    ck = torch.load(path, weights_only=True)
+    del ck["bbox_enlarge"]
+    torch.save(ck, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old\.pt lacks bbox_enlarge"):
+        Predictor.from_checkpoint(tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="bbox_enlarge must be a positive number"):
+        save_checkpoint(tmp_path / "x.pt", C2FPoseNet(ModelConfig.preset("micro", d2=4)), bbox_enlarge=0,
+                        softmax_scale=30.0)

@@ -40,7 +40,8 @@ def evaluated(tmp_path_factory, micro_packed) -> Path:
     for k, (key, st) in enumerate(cfg["train"].items()):
         torch.manual_seed(k)
         model = C2FPoseNet(ModelConfig.preset("micro", d2=st["d2"], heatmap2_std=1.0))
-        save_checkpoint(root / "outputs" / "stages" / key / "model.pt", model, train={"softmax_scale": 30.0})
+        save_checkpoint(root / "outputs" / "stages" / key / "model.pt", model, bbox_enlarge=1.28,
+                        softmax_scale=30.0)
         (root / "outputs" / "stages" / key / "curve.csv").write_text(
             f"epoch,loss,val_mpjpe,val_mpjpe_soft\n1,1.0,{500 - 40 * k},{520 - 40 * k}\n2,0.9,{480 - 40 * k},{510 - 40 * k}\n")
     assert main(["--config", str(root / "stages.yaml"), "--root", str(root)]) == 0

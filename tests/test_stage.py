@@ -125,7 +125,7 @@ def test_make_model_starts_from_previous_weights(tmp_path):
     with torch.no_grad():
         for p in prev.parameters():
             p.add_(torch.randn_like(p))
-    path = save_checkpoint(tmp_path / "model.pt", prev)
+    path = save_checkpoint(tmp_path / "model.pt", prev, bbox_enlarge=1.28, softmax_scale=30.0)
     config = {"model": {"preset": "micro"}, "d2": 8, "init_checkpoint": str(path)}
     new = make_model(config, heatmap2_std=0.05, seed=3)
     old = dict(prev.named_parameters())
@@ -172,6 +172,9 @@ def test_checkpoint_handover_between_stages(run_cli, tmp_path, micro_packed):
     b = torch.load(out / "d2_04" / "model.pt", weights_only=True)
     assert (a["d2"], b["d2"]) == (2, 4) and b["stage"] == "d2_04"
     assert b["init_checkpoint"].endswith("d2_02/model.pt")
+    # what prediction needs travels with the weights: the training data's crop factor and the stage's scale
+    meta = json.loads((micro_packed / "train" / "meta.json").read_text())
+    assert b["bbox_enlarge"] == meta["bbox_enlarge"] and b["softmax_scale"] == b["train"]["softmax_scale"] == 30.0
     params = [k for k in a["model"] if "running_" not in k and "num_batches" not in k]
     compared = 0
     for k in params:
@@ -208,9 +211,10 @@ def test_checkpoint_handover_between_stages(run_cli, tmp_path, micro_packed):
 
 def _assert_one_wandb_view(root: Path, iterations: dict[str, int], d2_04_run: str) -> None:
     """The offline runs of the curriculum: one group; each stage a run (job_type stage) with its config,
-    per-epoch metrics on the curriculum's step axis, validation pictures and its model artifact; the
+    per-epoch metrics on the curriculum's step axis and its model artifact; the
     evaluation a run (job_type evaluate) with its tables and plots."""
-    from workflows.tracking import offline_runs, read_offline_run
+    from wandb_runs import offline_runs, read_offline_run
+
     from workflows.wandb_log import CURRICULUM_STEP
 
     runs = [read_offline_run(d) for d in offline_runs(root / "outputs" / "wandb")]

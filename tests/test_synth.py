@@ -151,7 +151,6 @@ def test_formats_reproduce_real_files():
     text = writer.format_camera(np.reshape(v[:9], (3, 3)), v[9:12], v[12:14], v[14:16], v[16:19], v[19:21])
     assert text == (TOY / "camera_all/100.txt").read_text()
     assert writer.format_bbox([265, 264, 658, 657]) == (TOY / "bbx_all_new/9.txt").read_text()
-    assert writer.format_scalar(112.0) == (TOY / "center_x/18.txt").read_text()
     info = (TOY / "info_all/1000019.txt").read_text()
     ours = writer.format_info(7, 11, "Smoking", 2, 2, 2048)
     assert ours.splitlines()[1:6] == info.splitlines()[1:6]

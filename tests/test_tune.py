@@ -38,7 +38,8 @@ def _previous_checkpoint(root: Path, key: str = "d2_02", d2: int = 2) -> Path:
     from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
 
     model = C2FPoseNet(ModelConfig.preset("micro", d2=d2))
-    return save_checkpoint(root / "outputs" / "stages" / key / "model.pt", model, stage=key)
+    return save_checkpoint(root / "outputs" / "stages" / key / "model.pt", model, stage=key, bbox_enlarge=1.28,
+                           softmax_scale=30.0)
 
 
 def _tune(run_cli, root: Path, *extra, timeout: float = 120):
@@ -160,7 +161,7 @@ def test_a_seeded_searcher_samples_the_same_trials(searcher):
 # slow: the real sweep
 @pytest.mark.slow
 def test_micro_sweep_end_to_end(run_cli, tmp_path, micro_packed):
-    from workflows.tracking import offline_runs, read_offline_run
+    from wandb_runs import offline_runs, read_offline_run
 
     root = _root(tmp_path, searcher="optuna", seed=5)  # the default, random search, runs in the other sweeps
     _previous_checkpoint(root)

@@ -118,7 +118,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     last_eval = None
     for key, path in ckpts.items():
         t0 = time.time()
-        res, ckpt, ds = predict_split(path, key, test_dir, rows, cfg, device)
+        res, ckpt, ds = predict_split(path, test_dir, rows, cfg, device)
         names = ds.action_names
         gt, actions = res["gt"], res["action"]
         errs = _errors(res, gt)
@@ -211,7 +211,7 @@ def _cell(s: dict[str, Any], key: str) -> str:
     return f"{s[key]['full']:.1f}" if key in s else "–"
 
 
-def predict_split(path: Path, key: str, split_dir: Path, rows: np.ndarray, cfg: dict[str, Any], device: str
+def predict_split(path: Path, split_dir: Path, rows: np.ndarray, cfg: dict[str, Any], device: str
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
     """One stage's checkpoint on ``rows`` of a packed split → (``pose.predict.predict_loader``'s output
     with the :data:`VARIANTS` decodings, checkpoint, the ``PackedDataset``), with the ``evaluate``
@@ -223,11 +223,11 @@ def predict_split(path: Path, key: str, split_dir: Path, rows: np.ndarray, cfg: 
 
     ev = cfg["evaluate"]
     model, ckpt = load_checkpoint(path, map_location=device)
-    ds = PackedDataset(split_dir, input_size=model.cfg.input_size, train=False, indices=rows)
+    ds = PackedDataset(split_dir, input_size=model.cfg.input_size, train=False, indices=rows,
+                       bbox_enlarge=ckpt["bbox_enlarge"])
     loader = torch.utils.data.DataLoader(ds, batch_size=ev["batch_size"], shuffle=False, num_workers=0)
-    scale = float(ckpt.get("train", {}).get("softmax_scale", cfg["train"][key]["softmax_scale"]))
     res = predict_loader(model, loader, depth_range=DepthRange(*cfg["targets"]["depth_range"]), device=device,
-                         softmax_scale=scale,
+                         softmax_scale=ckpt["softmax_scale"],
                          decodings={k: v for k, v in VARIANTS.items() if ev["bone_fit"] or v[1] == "gt"},
                          flip_test=ev["flip_test"])
     return res, ckpt, ds
@@ -289,7 +289,7 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
     gt = None
     for key, path in ckpts.items():
         t0 = time.time()
-        res, ckpt, _ = predict_split(path, key, split, rows, cfg, device)
+        res, ckpt, _ = predict_split(path, split, rows, cfg, device)
         gt = res["gt"]
         m: dict[str, Any] = {"d2": int(ckpt.get("d2", cfg["train"][key]["d2"])),
                              **{k: {"full": float(e.mean())} for k, e in _errors(res, gt).items()},

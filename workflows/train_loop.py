@@ -297,7 +297,7 @@ def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float = 30.0) -> tuple[float, float, int]:
+def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float) -> tuple[float, float, int]:
     """Sum of per-sample root-aligned MPJPE (argmax, soft-argmax; GT root depth) and the count."""
     from pose.metrics import mpjpe
     from pose.predict import predict_loader
@@ -611,7 +611,8 @@ def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
                 tmp = Path(tmp)
                 save_checkpoint(
                     tmp / "model.pt", evaluated, depth_range=list(config["targets"]["depth_range"]),
-                    stage=config["stage"], d2=int(config["d2"]),
+                    stage=config["stage"], d2=int(config["d2"]), bbox_enlarge=train_ds.bbox_enlarge,
+                    softmax_scale=float(st["softmax_scale"]),
                     metrics={k: float(v) for k, v in p.metrics.items()},
                     train={k: v for k, v in st.items() if v is not None},
                     init_checkpoint=config["init_checkpoint"] or "",

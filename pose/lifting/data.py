@@ -31,7 +31,6 @@ __all__ = [
     "PoseSet",
     "check_2d",
     "clip_poses",
-    "clip_split",
     "from_packed",
     "load_2d_npz",
     "load_valid_fixture",
@@ -247,29 +246,3 @@ def neighbour_index(ps: PoseSet, gap: int = 1) -> np.ndarray:
     same = seq[gap:] == seq[:-gap] if n > gap else np.zeros(0, bool)
     out[order[:-gap][same]] = order[gap:][same]
     return out
-
-
-#: clips held out for testing, as in ``pose synth``'s default test subjects (unseen actions)
-DEFAULT_TEST_CLIPS = ("dance_b", "getup_faceup", "run", "spinkick")
-
-
-def clip_split(n_train: int, n_test: int, seed: int = 0, test_clips=DEFAULT_TEST_CLIPS,
-               camera: str = "perspective", elev_deg: float = 20.0) -> tuple[PoseSet, PoseSet]:
-    """Train/test pose sets from the embedded mocap clips seen by random cameras (no images needed).
-
-    Test = the views of ``test_clips`` (unseen actions, like ``pose synth``'s test subjects), train =
-    the other clips. 2D: unit-focal perspective (root 4–6 m away) or orthographic mm; 3D: camera mm
-    root-relative; ``action`` indexes the clip names.
-    """
-    P, ids, names = clip_poses()
-    bad = sorted(set(test_clips) - set(names))
-    if bad:
-        raise ValueError(f"test_clips: unknown clip names {bad} (have {names})")
-    test_ids = [names.index(c) for c in test_clips]
-    held = np.isin(ids, test_ids)
-    out = []
-    for mask, n, s in ((~held, n_train, seed), (held, n_test, 10_000 + seed)):
-        idx = np.flatnonzero(mask)
-        x2, X, src = render_views(P[idx], n, np.random.default_rng(s), elev_deg=elev_deg, camera=camera)
-        out.append(PoseSet(x2, X, ids[idx][src].astype(np.int64), [str(c) for c in names], source="clips.npz"))
-    return out[0], out[1]

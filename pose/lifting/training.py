@@ -186,11 +186,6 @@ def config_from_dict(cls, params: dict | None):
     return cls(lifter=lcfg, **params)
 
 
-def _batches(n: int, batch: int, gen: torch.Generator):
-    while True:
-        yield torch.randint(0, n, (batch,), generator=gen)
-
-
 def _record(G: nn.Module, it: int, rec: dict, history: list, eval_fn, log_fn) -> None:
     """Add held-out metrics (in eval mode) to ``rec``, append it to ``history`` and log it."""
     if eval_fn is not None:

@@ -230,21 +230,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
-def limb_angles(upper: np.ndarray, lower: np.ndarray, kind: str, side: float) -> dict[str, float]:
-    """The angles (degrees) of :data:`ANGLE_LIMITS_DEG` of one limb, from its upper and lower bone
-    directions in its body frame (x left, y up, z forward; ``side`` +1 left, -1 right): the
-    inverse of :func:`sample_limb`'s construction, used to check it."""
-    u = _unit(upper * np.array([side, 1.0, 1.0]))  # as a left limb: +x = outward
-    low = _unit(lower * np.array([side, 1.0, 1.0]))
-    bend = float(np.degrees(np.arccos(np.clip(u @ low, -1.0, 1.0))))
-    if kind == "arm":
-        elev = float(np.degrees(np.arccos(np.clip(-u[1], -1.0, 1.0))))
-        plane = float(np.degrees(np.arctan2(u[2], u[0]))) if np.hypot(u[0], u[2]) > 1e-6 else 0.0
-        return {"elevation": elev, "plane": plane, "flexion": bend}
-    return {"flexion": float(np.degrees(np.arctan2(u[2], -u[1]))),
-            "abduction": float(np.degrees(np.arcsin(np.clip(u[0], -1.0, 1.0)))), "knee": bend}
-
-
 def sample_limb(points: np.ndarray, limb: str, rng: np.random.Generator) -> np.ndarray:
     """``points`` (21,3) with one limb of :data:`PRIOR_LIMBS` re-posed at angles drawn uniformly
     within :data:`ANGLE_LIMITS_DEG` (bone lengths kept; the foot's points turn with the shin)."""

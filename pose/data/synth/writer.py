@@ -36,11 +36,6 @@ def format_bbox(bbox: Sequence[int]) -> str:
     return " ".join(str(int(v)) for v in bbox) + "\n"
 
 
-def format_scalar(v: float) -> str:
-    """``112.0``-style float line (Python ``repr`` of a float, as the seed's ``112.0``/``224.0``)."""
-    return f"{float(v)!r}\n"
-
-
 def format_joints_2d(uv: np.ndarray) -> str:
     """(32, 2) → 32 lines ``%12.6f %12.6f``."""
     uv = np.asarray(uv, dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Reading wandb offline runs back (the ``.wandb`` transaction log of ``offline-run-*`` folders).
+"""Test helper: reading wandb offline runs back (the ``.wandb`` transaction log of ``offline-run-*`` folders).
 
 wandb writes offline runs under ``$WANDB_DIR/wandb/offline-run-<time>-<id>/run-<id>.wandb``; the
 log is read with wandb's own ``wandb leet inspect --json`` (one JSON record a line), so what we
