@@ -15,7 +15,7 @@ Reported as samples/s per core (CPU time of this process) and wall-clock samples
     python benchmarks/data_loader.py [--src SEED_LAYOUT] [--n 300] [--input-size 256] [--out JSON]
 
 Without ``--src`` a seed layout is written from the real S9 poses of
-``tests/data/c2f-vol-demo/valid.npz`` (224×224 png crops).
+``pose/data/c2f_vol_demo/valid.npz`` (224×224 png crops).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ import cv2
 import numpy as np
 import torch
 
-from pose.data import seed_txt
+from pose.data import C2F_VOL_DEMO, seed_txt
 from pose.data.augment import AugConfig, sample_aug
 from pose.data.dataset import DEFAULT_ENLARGE, PackedDataset, make_sample, to_tensors
 from pose.data.packed import load_arrays
 from pose.data.prepare import prepare
 from pose.data.seed_txt import SeedTxtReader
 
-VALID = Path(__file__).resolve().parent.parent / "tests" / "data" / "c2f-vol-demo" / "valid.npz"
+VALID = C2F_VOL_DEMO / "valid.npz"
 
 
 def _timed(fn, n: int) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -21,10 +19,9 @@ from pose.camera import (
     project_distorted,
     world_to_camera,
 )
+from pose.data import C2F_VOL_DEMO
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
-if not FIXTURE.exists():  # repository copy, if the lead vendors it under tests/fixtures
-    FIXTURE = Path(__file__).parent / "fixtures" / "c2f-vol-demo" / "valid.npz"
+FIXTURE = C2F_VOL_DEMO / "valid.npz"
 
 # H36M S1 camera 54138969 (the seed's camera_all example), p in H36M metadata order
 F = np.array([1145.049405, 1143.781096])
@@ -55,8 +52,6 @@ def martinez_project_point_radial(P, R, T, f, c, k, p):
 
 @pytest.fixture(scope="module")
 def valid():
-    if not FIXTURE.exists():
-        pytest.skip("c2f-vol-demo valid.npz fixture not available")
     return np.load(FIXTURE)
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from pose import skeleton
 from pose.camera import apply_affine, project
-from pose.data import AugConfig, AugParams, PackedDataset, RawSample, seed_txt
+from pose.data import C2F_VOL_DEMO, AugConfig, AugParams, PackedDataset, RawSample, seed_txt
 from pose.data import prepare as prep
 from pose.data.augment import flip_sample, sample_aug
 from pose.data.dataset import decode_image
 from pose.data.packed import PackWriter
 
-VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
+VALID = C2F_VOL_DEMO / "valid.npz"
 KEYS = {"image", "joints_2d", "z_rel", "joints_3d", "visible", "has_depth", "K", "crop_to_raw", "root_depth",
         "action", "subject", "index"}
 

@@ -11,13 +11,13 @@ import pytest
 
 from pose import skeleton
 from pose.camera import apply_affine, project
-from pose.data import AugParams, PackedDataset
+from pose.data import C2F_VOL_DEMO, AugParams, PackedDataset
 from pose.data import prepare as prep
 from pose.data.h36m_json import CAMERA_ID_TO_NAME, H36MJsonReader, sequence_name
 from pose.data.packed import load_arrays
 from pose.data.records import BadSample
 
-VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
+VALID = C2F_VOL_DEMO / "valid.npz"
 W, H = 160, 120
 
 

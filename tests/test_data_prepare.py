@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pose.data import C2F_VOL_DEMO, seed_txt
 from pose.data import prepare as prep
-from pose.data import seed_txt
 from pose.data.packed import ImageStore, PackWriter, load_arrays, load_poses, read_meta
 from pose.data.records import BadSample
 from pose.data.seed_txt import SeedTxtReader
 from pose.tools import cli
 
-VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
+VALID = C2F_VOL_DEMO / "valid.npz"
 N = 8  # samples 0-5 train (S1, S5), 6-7 test (S9)
 BAD = 3
 

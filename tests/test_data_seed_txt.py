@@ -11,12 +11,12 @@ import pytest
 
 from pose import skeleton
 from pose.camera import project
-from pose.data import seed_txt
+from pose.data import C2F_VOL_DEMO, seed_txt
 from pose.data.records import BadSample
 from pose.data.seed_txt import SeedTxtReader
 
 TOY = Path(__file__).parent / "fixtures" / "caffe_toy"
-VALID = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
+VALID = C2F_VOL_DEMO / "valid.npz"
 PROTOCOL2_COUNTS = {
     "Directions": 499, "Discussion": 1004, "Eating": 614, "Greeting": 479, "Phoning": 876, "Posing": 427,
     "Purchases": 301, "Sitting": 629, "SittingDown": 520, "Smoking": 868, "TakingPhoto": 458,

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from pose import decode as D
 from pose.camera import project
+from pose.data import C2F_VOL_DEMO
 from pose.metrics import mpjpe
 from pose.skeleton import LIMB_LENGTHS_TRAIN_MM, limb_lengths
 from pose.targets import C2F_DEPTH_RANGE, DepthRange, make_coords, volume_target
 
-_CANDIDATES = [
-    os.environ.get("C2F_VALID_NPZ", ""),
-    Path(__file__).resolve().parents[1] / "tests/data/c2f-vol-demo/valid.npz",
-]
-FIXTURE = next((Path(p) for p in _CANDIDATES if p and Path(p).is_file()), None)
-needs_fixture = pytest.mark.skipif(FIXTURE is None, reason="c2f-vol-demo valid.npz fixture not found")
+FIXTURE = C2F_VOL_DEMO / "valid.npz"
 
 
 def _gauss_volume(centres: torch.Tensor, d: int, h: int, w: int, sx: float, sz: float) -> torch.Tensor:
@@ -217,7 +210,6 @@ def _fixture():
     return s, k, uv, z_rel
 
 
-@needs_fixture
 def test_to_camera_round_trip_on_real_fixture():
     s, k, uv, z_rel = _fixture()
     rec = D.to_camera(uv, z_rel, s[:, 0, 2], k)
@@ -228,7 +220,6 @@ def test_to_camera_round_trip_on_real_fixture():
     np.testing.assert_allclose(rec_t.numpy(), s[:5], atol=1e-6)
 
 
-@needs_fixture
 def test_fit_root_depth_real_fixture():
     s, k, uv, z_rel = _fixture()
     true_root = s[:, 0, 2]
@@ -252,7 +243,6 @@ def test_fit_root_depth_real_fixture():
     assert err.mean() < 30.0
 
 
-@needs_fixture
 def test_fit_root_depth_matches_nelder_mead_like_c2f():
     scipy_opt = pytest.importorskip("scipy.optimize")
     s, k, uv, z_rel = _fixture()

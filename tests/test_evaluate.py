@@ -86,7 +86,7 @@ def test_real_split_and_group_tables_from_metrics():
                                                          "groups": groups}}
 
     real = split([(2, 400.0), (4, 250.0)], 300.0)
-    real.update(num_test=394, source="tests/data/c2f-vol-demo/valid.npz")
+    real.update(num_test=394, source="pose/data/c2f_vol_demo/valid.npz")
     real["final"] = final_summary(real)
     assert real["final"]["reduction_vs_baseline"] == pytest.approx(1 / 6)
     assert real["final"]["monotone_decrease"] and real["final"]["baseline_pa_mpjpe"] == 150.0

@@ -1,4 +1,4 @@
-"""The real-pose test split: real Human3.6M poses (tests/data/c2f-vol-demo/valid.npz) drawn by the
+"""The real-pose test split: real Human3.6M poses (pose/data/c2f_vol_demo/valid.npz) drawn by the
 synthetic renderer with their own camera and person box (pose.data.synth.real), packed by
 ``python -m workflows.data real`` and evaluated per joint group (workflows/evaluate.py)."""
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pose.data import C2F_VOL_DEMO
 from pose.data.synth import real
 
-VALID = Path(__file__).parent / "data" / "c2f-vol-demo" / "valid.npz"
+VALID = C2F_VOL_DEMO / "valid.npz"
 
 
 def _subset(tmp_path: Path, rows=(0, 97, 201, 393), name: str = "few.npz", **override) -> Path:

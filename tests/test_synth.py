@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+from pose.data import C2F_VOL_DEMO
 from pose.data.synth import generate, motion, render, writer
 from pose.skeleton import H36M_17_FROM_32, LEFT_17, RIGHT_17, to17
 
 TOY = Path(__file__).resolve().parent / "fixtures" / "caffe_toy"
-REAL_POSES = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "valid.npz"
+REAL_POSES = C2F_VOL_DEMO / "valid.npz"
 
 #: tiny config: 2 subjects (1 train, 1 test), 2 clips (1 train, 1 test), 2 cameras → 4 sequences
 TINY = dict(frames=16, train_subjects=(1,), test_subjects=(9,), clips=("walk", "run"), test_clips=("run",),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pose.data import C2F_VOL_DEMO
 from pose.targets import (
     C2F_DEPTH_RANGE,
     DepthRange,
@@ -29,7 +29,7 @@ from pose.targets import (
 )
 
 D2S = [1, 2, 4, 8, 16, 32, 64]
-LIMITS = Path(__file__).resolve().parent / "data" / "c2f-vol-demo" / "voxel_limits.npz"
+LIMITS = C2F_VOL_DEMO / "voxel_limits.npz"
 
 
 def _limits() -> np.ndarray:

@@ -84,9 +84,9 @@ _STAGE_MODEL_FIELDS = ("d2", "heatmap2_std")
 _STAGE_KEY = re.compile(r"^d2_(\d{2,})$")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 #: ``data.real_test`` default (a path relative to the project root): 394 real Human3.6M poses of S9
-#: with their intrinsics and person boxes (c2f-vol-demo, tests/data/c2f-vol-demo/), rendered with
+#: with their intrinsics and person boxes (c2f-vol-demo, shipped in pose/data/c2f_vol_demo/), rendered with
 #: their own camera and box by ``pose.data.synth.real`` as a test split that is evaluated, never trained on
-REAL_TEST = "tests/data/c2f-vol-demo/valid.npz"
+REAL_TEST = "pose/data/c2f_vol_demo/valid.npz"
 
 
 class ConfigError(ValueError):

@@ -20,7 +20,7 @@
 unreadable data, too much of a split bad) are one ``error:`` line and exit code 1.
 
 The **real-pose test split** (``real``, the ``real_split`` stage; ``data.real_test``: an npz of real
-poses, by default the 394 Human3.6M S9 poses of ``tests/data/c2f-vol-demo/valid.npz``; null =
+poses, by default the 394 Human3.6M S9 poses of ``pose/data/c2f_vol_demo/valid.npz``; null =
 none), whatever ``data.source``: rendered into ``outputs/data/real/raw`` by
 ``pose.data.synth.real`` (each pose with its own camera and person box, fixed looks: the same
 files byte for byte on every run) and packed into ``outputs/data/real/packed/test``. It is

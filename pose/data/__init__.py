@@ -7,12 +7,20 @@
 - :mod:`pose.data.dataset` — ``PackedDataset`` (crop, augmentation, sample dict).
 - :mod:`pose.data.augment` — ``AugConfig``, ``AugParams``, flip helpers.
 
+- ``c2f_vol_demo/`` (:data:`C2F_VOL_DEMO`) — 394 real Human3.6M poses of S9 with their cameras and
+  person boxes (``valid.npz``) and C2F's depth-bin edges (``voxel_limits.npz``), from c2f-vol-demo
+  (its LICENSE beside them): the pipeline's real-pose test split, and geometry fixtures of the tests.
+
 Names are imported lazily so that ``pose synth`` / ``pose prepare`` do not pay for torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+
+#: the folder of the c2f-vol-demo real Human3.6M data shipped with the package (see the docstring)
+C2F_VOL_DEMO = Path(__file__).resolve().parent / "c2f_vol_demo"
 
 _EXPORTS = {
     "AugConfig": "pose.data.augment", "AugParams": "pose.data.augment",
@@ -21,7 +29,7 @@ _EXPORTS = {
     "read_meta": "pose.data.packed",
     "BadSample": "pose.data.records", "RawSample": "pose.data.records",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "C2F_VOL_DEMO"])
 
 
 def __getattr__(name: str):

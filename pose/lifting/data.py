@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pose.data import C2F_VOL_DEMO
 from pose.skeleton import ACTIONS_H36M
 
 __all__ = [
@@ -40,8 +41,8 @@ __all__ = [
 ]
 
 NUM_JOINTS = 17
-#: 394 real H36M frames (S9 Posing) shipped with the tests (c2f-vol-demo, see its LICENSE).
-VALID_FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "data" / "c2f-vol-demo" / "valid.npz"
+#: 394 real H36M frames (S9 Posing) shipped with the package (c2f-vol-demo, see its LICENSE).
+VALID_FIXTURE = C2F_VOL_DEMO / "valid.npz"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The real-pose test split: real Human3.6M poses drawn by ``pose synth``'s renderer in the seed layout.
 
-Input: an npz in the c2f-vol-demo format (``tests/data/c2f-vol-demo/valid.npz``: 394 frames of
+Input: an npz in the c2f-vol-demo format (``pose/data/c2f_vol_demo/valid.npz``: 394 frames of
 S9 Posing) — ``S`` (N, 17, 3) camera-frame joints mm, ``K`` (N, 3, 3), ``center`` (N, 2) and
 ``scale`` (N,) of the person box (side = 200·scale px), ``imgname`` (N,)
 ``S9_Posing_1.55011271_000001`` (subject, action, subaction, camera serial, frame).
