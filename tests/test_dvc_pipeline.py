@@ -179,10 +179,10 @@ def test_every_stage_depends_on_the_code_it_runs(repo_root, run_cli):
     # stage without the whole data package
     train_files, train_deps = closures["workflows.stage"], stages["train"][1]
     assert uncovered(train_files, [d for d in train_deps if d != "pose/camera.py"]) == ["pose/camera.py"]
-    drawing = {"pose/tools/viz.py", "workflows/gallery.py", "workflows/report_html.py"}
+    drawing = {"pose/viz.py", "workflows/gallery.py", "workflows/report_html.py"}
     assert drawing.isdisjoint(train_files) and drawing.isdisjoint(closures["workflows.lift"])
     eval_files = closures["workflows.evaluate"]
-    assert {"pose/tools/viz.py", "pose/data/dataset.py", "pose/model.py"} <= set(eval_files)
+    assert {"pose/viz.py", "pose/data/dataset.py", "pose/model.py"} <= set(eval_files)
     assert "pose/lifting/data.py" in closures["workflows.lift"] and "pose/data/synth/cli.py" in closures["workflows.data"]
 
 
@@ -254,7 +254,7 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     for path, least in (("pose/lifting/data.py", {"lift_supervised", "lift_unsupervised"}),
                         ("pose/data/dataset.py", train_and_after),
                         ("pose/camera.py", train_and_after | {"prepare"}),
-                        ("pose/tools/viz.py", {"evaluate"}),  # a plot's code: no training stage reruns
+                        ("pose/viz.py", {"evaluate"}),  # a plot's code: no training stage reruns
                         ("workflows/gallery.py", {"evaluate"})):
         stages = {f"{name}@{k}" if name == "train" else name for name, (e, _) in entries.items() if path in closures[e]
                   for k in (cfg_keys if name == "train" else [None])}

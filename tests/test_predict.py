@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from pose import viz
 from pose.camera import apply_affine, project
 from pose.decode import decode_batch
 from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
 from pose.predict import Predictor, intrinsics_for_image, predict_loader
 from pose.skeleton import JOINT_NAMES_17
-from pose.tools import viz
 from pose.tools.cli import main as pose_main
 
 pytestmark = pytest.mark.timeout(300)

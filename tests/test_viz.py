@@ -1,4 +1,4 @@
-"""pose.tools.viz: skeleton drawing, 3D views, heatmap grid, plots (values, sizes, colours)."""
+"""pose.viz: skeleton drawing, 3D views, heatmap grid, plots (values, sizes, colours)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from pose import viz
 from pose.skeleton import LEFT_17, RIGHT_17
-from pose.tools import viz
 
 # a standing person facing the camera (camera mm, Y down): the person's right side at −X
 POSE = np.array([

@@ -501,7 +501,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _plots(result: dict[str, Any], root: Path, cfg: dict[str, Any], tmp: Path) -> None:
-    from pose.tools.viz import plot_curves
+    from pose.viz import plot_curves
 
     rows = result["rows"]
     d2 = [r["d2"] for r in rows]

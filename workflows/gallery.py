@@ -51,7 +51,7 @@ def frame_picture(crop: np.ndarray, pred_3d: np.ndarray, gt_3d: np.ndarray, K: n
 
     crop (S, S, 3) uint8 RGB; pred_3d, gt_3d (17, 3) camera-frame mm.
     """
-    from pose.tools import viz
+    from pose import viz
 
     s = size / crop.shape[0]
     img = viz.resize_to_height(crop, size)

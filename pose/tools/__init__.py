@@ -1,7 +1,6 @@
-"""The ``pose`` command and the drawing it shares with the evaluation report.
+"""The ``pose`` command (its drawing is the library's :mod:`pose.viz`, shared with the evaluation).
 
 - :mod:`pose.tools.cli` — ``pose synth | prepare | predict | show`` (entry point ``pose``).
 - :mod:`pose.tools.predict` — ``pose predict``: images, folders and videos through a checkpoint.
 - :mod:`pose.tools.show` — ``pose show``: a packed split's samples with predictions and errors.
-- :mod:`pose.tools.viz` — skeletons on images, 3D views, heatmap panels, training curves.
 """

@@ -20,13 +20,13 @@ Outputs in DIR:
 - ``<name>.json`` per image (the largest person), ``<name>_person2.json``, ``<name>_person3.json``...
   for the other people found, ``<name>/frame_NNNNNN.json`` per video frame (schema below);
 - ``<name>.png`` per image: the image with the 2D skeleton beside the 3D skeleton seen from 0°,
-  15° and 165° (``pose.tools.viz.pose_panel``; height ``--height``, default 400 px, width = the image
+  15° and 165° (``pose.viz.pose_panel``; height ``--height``, default 400 px, width = the image
   resized to that height + 3 × height), every person's box drawn; one such row per person found.
   With ``--lifter`` each person's row is followed by a row showing the stage-1 2D joints and the
   lifter's 3D from the same angles (chen-cvpr2019 demo);
 - ``<name>.mp4`` per video (mp4v): the same picture for every frame;
 - ``<name>_heatmaps.png`` (``<name>/frame_NNNNNN_heatmaps.png``) with ``--heatmaps``: every joint's
-  2D heatmap over the network's input crop and its depth profile (``pose.tools.viz.heatmap_grid``).
+  2D heatmap over the network's input crop and its depth profile (``pose.viz.heatmap_grid``).
 
 Names are the input file's stem (``_2``, ``_3``... appended when two inputs share a stem).
 Colours: the person's left limbs blue, right limbs red, spine/head green.
@@ -71,10 +71,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pose import viz
 from pose.decode import DECODINGS
 from pose.detect import Detection, detect_people
 from pose.predict import PosePrediction, Predictor, check_bbox, intrinsics_matrix, load_image
-from pose.tools import viz
 
 SCHEMA = "c2f-pose.prediction/1"
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pose import viz
 from pose.decode import DECODINGS
-from pose.tools import viz
 
 PROG = "pose show"
 
