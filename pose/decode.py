@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 from pose.camera import apply_affine, backproject
+from pose.loss_config import DEFAULT_SOFTMAX_SCALE
 from pose.skeleton import LIMB_LENGTHS_TRAIN_MM, LIMBS_C2F_17
 from pose.targets import C2F_DEPTH_RANGE, DepthRange, bin_to_depth, hm_to_px
 
 __all__ = [
     "DECODINGS",
-    "DEFAULT_SOFTMAX_SCALE",
     "Decoded",
     "LOCAL_RADIUS",
     "argmax",
@@ -387,8 +387,6 @@ def fit_root_depth(
 #: the decodings of a volume: hard argmax (C2F), argmax refined by its local centroid
 #: (:func:`argmax_local`) and soft-argmax (integral regression)
 DECODINGS: tuple[str, ...] = ("argmax", "argmax_local", "soft_argmax")
-#: multiplier of the volume before the soft-argmax's softmax (the seed's x30, also the training loss's)
-DEFAULT_SOFTMAX_SCALE = 30.0
 
 
 @dataclass

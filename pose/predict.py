@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 from pose.camera import crop_affine, invert_affine
-from pose.decode import DECODINGS, DEFAULT_SOFTMAX_SCALE, decode_2d_stage, decode_batch, decode_outputs
+from pose.decode import DECODINGS, decode_2d_stage, decode_batch, decode_outputs
+from pose.loss_config import DEFAULT_SOFTMAX_SCALE
 from pose.model import C2FPoseNet, forward_flip_test, load_checkpoint, stage_key
 from pose.skeleton import JOINT_NAMES_17
 from pose.targets import DepthRange

@@ -285,16 +285,27 @@ def test_model_and_aug_are_checked_against_the_dataclasses(micro):
     assert "stages.yaml: data.aug.scale_factor: must be < 1, got 1.5" in _err(cfg)
 
 
-def test_profiles_are_data_files(tmp_path):
-    """--write copies the profile's file (its comments) under a header; it loads to make_profile's."""
-    from workflows.config import PROFILE_DIR, main
+def test_profiles_state_only_what_differs_and_write_fills_the_rest(tmp_path, repo_root):
+    """A profile file lists only what differs from the defaults; --write writes it with every section
+    DVC reads params from filled in, and that file loads to make_profile's. The committed stages.yaml
+    is exactly what --write gives for the default profile."""
+    from workflows.config import PROFILE_DIR, SECTIONS, STAGE_FIELDS, main
 
     for name in PROFILES:
+        raw = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+        restated = [f"{sec}.{k}" for sec, fields in SECTIONS.items() for k, v in (raw.get(sec) or {}).items()
+                    if fields[k].default == v]
+        restated += [f"stage_defaults.{k}" for k, v in (raw.get("stage_defaults") or {}).items()
+                     if STAGE_FIELDS[k].default == v]
+        restated += ["seed"] if raw.get("seed", None) == 0 else []
+        assert restated == [], f"profile {name} restates defaults: {restated}"
         out = tmp_path / f"{name}.yaml"
         assert main(["--profile", name, "--write", str(out)]) == 0
-        text = out.read_text()
-        assert text.endswith((PROFILE_DIR / f"{name}.yaml").read_text()) and "\n# " in text
+        written = yaml.safe_load(out.read_text())
+        assert set(written["data"]) == set(SECTIONS["data"]) and set(written["ray"]) == set(SECTIONS["ray"])
         assert load_config(out) == make_profile(name)
+        if name == "default":
+            assert out.read_text().replace(str(out), "stages.yaml") == (repo_root / "stages.yaml").read_text()
 
 
 def test_synth_looks_choices_match_the_generator() -> None:

@@ -57,12 +57,14 @@ from typing import Any
 import yaml
 
 from pose.data.augment import AugConfig
+from pose.loss_config import LOSS_VARIANTS, LossConfig
 from pose.model import HEATMAP2_INITS, PRESETS, ModelConfig, stage_key
 from pose.targets import C2F_DEPTH_RANGE
 
 __all__ = [
     "ConfigError",
     "CURRICULUM",
+    "filled_profile",
     "PROFILES",
     "from_mapping",
     "load_config",
@@ -76,7 +78,6 @@ __all__ = [
 #: The curriculum of depth resolutions the seeds train, each stage fine-tuned from the one before.
 CURRICULUM = (2, 4, 8, 16, 32, 64)
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-LOSSES = ("H1", "I1", "adaptive")
 SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("fp32", "bf16")  # bf16: forward under torch.autocast (GPU), losses and weights in fp32
 #: ModelConfig fields that come from the stage, not from the model section
@@ -109,6 +110,10 @@ class _F:
         choices: tuple | None = None,
     ) -> None:
         self.kind, self.default, self.null, self.check, self.choices = kind, default, null, check, choices
+
+
+#: a dataclass annotation -> the kind of :class:`_F` that checks it
+_KINDS = {int: "int", float: "float", bool: "bool", str: "str"}
 
 
 def _gt0(v: float) -> str | None:
@@ -145,17 +150,12 @@ STAGE_FIELDS: dict[str, _F] = {
     "init": _F("str", null=True),
     "lr": _F("float", check=_gt0),
     "lr_final": _F("float", None, null=True, check=_gt0),
-    "ratio_3d": _F("float", check=_ge0),
     "heatmap2_std": _F("float", check=_gt0),
     "heatmap2_init": _F("str", "normal", choices=HEATMAP2_INITS),
     "epochs": _F("int", None, null=True, check=_ge1),
     "iterations": _F("int", None, null=True, check=_ge1),
     "batch_size": _F("int", check=_ge1),
     "optimizer": _F("str", "rmsprop", choices=OPTIMIZERS),
-    "loss": _F("str", "H1", choices=LOSSES),
-    "integral_weight": _F("float", 1.0, check=_ge0),
-    "integral_kind": _F("str", "l1", choices=("l1", "l2")),
-    "softmax_scale": _F("float", 30.0, check=_gt0),
     "momentum": _F("float", 0.0, check=_ge0),
     "weight_decay": _F("float", 0.0, check=_ge0),
     "schedule": _F("str", "constant", choices=SCHEDULES),
@@ -167,6 +167,22 @@ STAGE_FIELDS: dict[str, _F] = {
     "precision": _F("str", "fp32", choices=PRECISIONS),
     "checkpoint_every": _F("int", None, null=True, check=_ge1),  # iterations; null: ray.checkpoint_every
 }
+#: stage keys that are ``pose.loss_config.LossConfig`` fields (``loss`` is its ``variant``): their
+#: kinds, defaults and checks are LossConfig's own (a stage is checked by building one);
+#: ``ratio_3d`` has no default here, every stage of a curriculum states its 3D:2D ratio
+LOSS_KEYS = {"loss": "variant", "ratio_3d": "ratio_3d", "integral_weight": "integral_weight",
+             "integral_kind": "integral_kind", "softmax_scale": "softmax_scale"}
+
+
+def _loss_fields() -> dict[str, _F]:
+    hints = typing.get_type_hints(LossConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(LossConfig)}
+    return {key: _F(_KINDS[hints[name]], _REQUIRED if key == "ratio_3d" else defaults[name],
+                    choices=LOSS_VARIANTS if key == "loss" else None)
+            for key, name in LOSS_KEYS.items()}
+
+
+STAGE_FIELDS.update(_loss_fields())
 
 SECTIONS: dict[str, dict[str, _F]] = {
     "targets": {
@@ -312,9 +328,6 @@ def _scalar_or_list(value: Any) -> bool:
     return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
 
 
-_KINDS = {int: "int", float: "float", bool: "bool", str: "str"}
-
-
 def from_mapping(cls: type, data: Any, where: str, prefix: str, exclude: tuple[str, ...] = (),
                  base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Check a mapping of ``cls``'s dataclass fields (names and types read from its annotations).
@@ -380,6 +393,12 @@ def _validate_stage(key: str, data: Any, defaults: dict[str, Any], where: str) -
         if name not in merged and f.default is _REQUIRED:
             raise _fail(where, f"{prefix}.{name}", "missing required key (give it here or in stage_defaults)")
     st = _section(merged, STAGE_FIELDS, where, prefix)
+    try:
+        LossConfig(**{name: st[key] for key, name in LOSS_KEYS.items()})
+    except (ValueError, TypeError) as exc:
+        field, _, rest = str(exc).partition(" ")
+        key = next((k for k, n in LOSS_KEYS.items() if n == field), None)
+        raise _fail(where, f"{prefix}.{key}" if key else prefix, rest if key else str(exc)) from None
     if int(m.group(1)) != st["d2"]:
         raise _fail(where, f"{prefix}.d2", f"must match the stage key ({int(m.group(1))}), got {st['d2']}")
     if (st["epochs"] is None) == (st["iterations"] is None):
@@ -599,18 +618,55 @@ def make_profile(name: str) -> dict[str, Any]:
 
 _HEADER = """\
 # c2f-pose workflow configuration (validated by workflows/config.py; see README "Configuration").
-# Written from profile {name!r} by: python -m workflows.config --profile {name} --write {path}
-# DVC tracks each train stage's own entry (train.d2_XX) and stage_defaults plus model/targets/data,
-# so editing one stage reruns that stage and the later ones only:
+# Written from profile {name!r} (workflows/profiles/{name}.yaml, which says why it chooses what it
+# does) by: python -m workflows.config --profile {name} --write {path}
+# Every section DVC reads params from is written in full, defaults included. DVC tracks each train
+# stage's own entry (train.d2_XX) and stage_defaults plus model/targets/data, so editing one stage
+# reruns that stage and the later ones only:
 #   dvc repro  |  dvc exp run -S train.d2_16.lr=5e-4
 """
+#: the order of the written file's sections
+_ORDER = ("profile", "seed", "model", "targets", "data", "stage_defaults", "train", "evaluate", "ray", "wandb",
+          "lift", "tune")
+
+
+def filled_profile(name: str) -> dict[str, Any]:
+    """The stages.yaml mapping ``--write`` writes for profile ``name``: the profile's own entries
+    for the model, the curriculum (``stage_defaults``, ``train``), ``lift`` and ``tune``, and every
+    section of :data:`SECTIONS` (and ``seed``) with its defaults filled in, so that each key dvc.yaml
+    names as a param is in the file."""
+    cfg = make_profile(name)
+    raw = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+    out = {k: cfg[k] for k in ("profile", "seed", *SECTIONS)}
+    out |= {k: raw[k] for k in ("model", "stage_defaults", "train", "lift", "tune") if raw.get(k) is not None}
+    return {k: out[k] for k in _ORDER if k in out}
+
+
+class _Flow(dict):
+    """A mapping written on one line (``{a: 1, b: 2}``)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda d, m: d.represent_mapping("tag:yaml.org,2002:map", m.items(), flow_style=True))
+
+
+def _flow_leaves(node: Any, depth: int = 0) -> Any:
+    """Below the top level, mappings of scalars (a stage entry, a lift section, ``data.aug``) as :class:`_Flow`."""
+    if not isinstance(node, Mapping):
+        return node
+    items = {k: _flow_leaves(v, depth + 1) for k, v in node.items()}
+    leaf = all(not isinstance(v, Mapping) for v in items.values())
+    return _Flow(items) if depth >= 2 and leaf else dict(items)
 
 
 def write_config(cfg: Mapping[str, Any], path: str | Path, header: str | None = None) -> Path:
     """Validate ``cfg`` and write it as YAML to ``path`` (atomic: temp file + rename)."""
     validate(cfg, str(path))
     path = Path(path)
-    text = yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=False, width=110)
+    text = yaml.dump(_flow_leaves(dict(cfg)), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=110)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text((header or "") + text)
     tmp.replace(path)
@@ -628,10 +684,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             cfg = make_profile(args.profile)
             if args.write:
-                text = (PROFILE_DIR / f"{args.profile}.yaml").read_text()
-                tmp = Path(args.write).with_name(Path(args.write).name + ".tmp")
-                tmp.write_text(_HEADER.format(name=args.profile, path=args.write) + text)
-                tmp.replace(args.write)
+                write_config(filled_profile(args.profile), args.write,
+                             _HEADER.format(name=args.profile, path=args.write))
                 print(f"wrote profile {args.profile!r} to {args.write}")
             else:
                 sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
