@@ -141,3 +141,22 @@ def test_stage_output_quiet_verbose_and_errors(run_cli, tmp_path, micro_packed):
     bad_log = (bad / "outputs" / "logs" / "d2_02.log").read_text()
     assert all(ln in bad_log for ln in tb)  # and they are in the log file too
 
+
+
+def test_a_lost_nodes_state_dump_goes_to_the_log_with_one_line_on_the_terminal():
+    """After a lost node Ray forwards the dead raylet's state dump (~40 ``[state-dump]`` lines, the
+    first with the raylet's log prefix): all of it goes to the log, one line on the terminal says so."""
+    term, log = io.StringIO(), io.StringIO()
+    f = RayLineFilter(term, log)
+    raylet = "\x1b[33m(raylet, ip=127.0.0.2)\x1b[0m "
+    f.write(raylet + "[2026-12-07 14:12:05,450 I 2812 2812] (raylet) node_manager.cc:492: [state-dump] NodeManager:\n")
+    for i in range(39):
+        f.write(raylet + f"[state-dump] ClusterLeaseManager: line {i}\n")
+    f.write("[state-dump] Event stats: (continued without a prefix)\n")
+    f.write("(RayTrainWorker pid=7) [d2_02] resumed at iteration 300 (attempt 2 of 3)\n")
+    f.write(raylet + "[state-dump] one more\n")  # the same raylet again soon: no second announcement
+    f.flush()
+    shown = term.getvalue().splitlines()
+    assert len(shown) == 2 and shown[1] == "[d2_02] resumed at iteration 300 (attempt 2 of 3)"
+    assert shown[0].startswith("[ray] the raylet, ip=127.0.0.2 printed its own messages") and "state-dump" not in shown[0]
+    assert len(log.getvalue().splitlines()) == 42 and (f.shown, f.hidden) == (2, 42)

@@ -18,6 +18,8 @@ loggers to the log file:
   process, so two workers failing at once do not mix up. Ray's own helper actors' tracebacks (e.g.
   its placement-group cleaner's, when several local Ray instances share the machine) stay in the
   log, as do the controller's truncated copies of the worker's;
+- what Ray's daemons forward (``(raylet, ip=...) ...``: after a lost node, the dead raylet's 40-line
+  ``[state-dump]``) goes to the log file, announced by one ``[ray] ...`` line on the terminal;
 - every other forwarded line, and every ``ray`` log record below ERROR, goes to the log file only;
 - lines the driver prints itself (``starting d2_16 fresh``, the summary, ``error: ...``) pass unchanged.
 """
@@ -41,8 +43,14 @@ __all__ = ["VERBOSE_ENV", "RayLineFilter", "quiet_ray", "verbose_from_env"]
 VERBOSE_ENV = "POSE_VERBOSE"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-#: "(RayTrainWorker pid=123)", "(TrainController pid=45, ip=10.0.0.2)", "(pid=raylet)" ... then the message
-_FORWARDED = re.compile(r"^\((?P<proc>[^()]*?pid=[^()]*)\) ?(?P<msg>.*)$")
+#: "(RayTrainWorker pid=123)", "(TrainController pid=45, ip=10.0.0.2)", "(raylet, ip=10.0.0.3)",
+#: "(autoscaler +1m2s)" ... then the message
+_FORWARDED = re.compile(r"^\((?P<proc>(?:raylet|autoscaler)\b[^()]*|[^()]*?pid=[^()]*)\) ?(?P<msg>.*)$")
+#: Ray's own daemons: what they forward (a lost node's raylet prints its whole state, ``[state-dump]``
+#: lines) goes to the log, announced by one line on the terminal
+_DAEMONS = ("raylet", "autoscaler")
+#: seconds between two announcements of the same daemon's lines
+_ANNOUNCE_EVERY_S = 60.0
 #: a record of Ray's loggers below ERROR ("2026-12-05 06:12:20,771\tINFO worker.py:2029 -- ...")
 _RAY_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+(DEBUG|INFO|WARNING|WARN)\s+\S+:\d+ -- ")
 #: a train-loop line: "[d2_16] ...", "[lift supervised] ...", "[wandb] ..."
@@ -75,6 +83,8 @@ class RayLineFilter(io.TextIOBase):
         #: per forwarding process ("RayTrainWorker pid=123"): "frames" inside a traceback, "after" just
         #: past its exception line (a chained traceback may follow)
         self._tb: dict[str, str] = {}
+        #: per Ray daemon ("raylet, ip=10.0.0.3"): when its lines were last announced on the terminal
+        self._announced: dict[str, float] = {}
 
     def writable(self) -> bool:
         return True
@@ -89,7 +99,11 @@ class RayLineFilter(io.TextIOBase):
     def _line(self, line: str) -> None:
         plain = _ANSI.sub("", line)
         m = _FORWARDED.match(plain)
-        if m is None and not _RAY_RECORD.match(plain):
+        if m is not None and m.group("proc").startswith(_DAEMONS):
+            self._daemon_line(m.group("proc"), plain)
+        elif plain.startswith("[state-dump]"):  # a raylet's state dump continued without Ray's prefix
+            self._hide(plain)
+        elif m is None and not _RAY_RECORD.match(plain):
             self._show(line)
         elif m is not None and _OURS.match(m.group("msg")):
             self._show(m.group("msg"))
@@ -98,6 +112,17 @@ class RayLineFilter(io.TextIOBase):
             self._hide(plain)
         else:
             self._hide(plain)
+
+    def _daemon_line(self, proc: str, plain: str) -> None:
+        """A line a Ray daemon forwarded: into the log; one line on the terminal says so, at most every
+        :data:`_ANNOUNCE_EVERY_S` per daemon."""
+        now = time.monotonic()
+        if now - self._announced.get(proc, -_ANNOUNCE_EVERY_S) >= _ANNOUNCE_EVERY_S:
+            self._announced[proc] = now
+            where = getattr(self.log, "name", "the log")
+            self._show(f"[ray] the {proc} printed its own messages (after a lost node: its state dump); "
+                       f"they are in {where}")
+        self._hide(plain)
 
     def _is_error(self, proc: str, msg: str) -> bool:
         """Whether forwarded message ``msg`` of process ``proc`` belongs to a traceback or an error

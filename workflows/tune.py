@@ -72,7 +72,8 @@ search space and budget: the tune: section of the config, e.g.
     metric: val_mpjpe            # per-epoch validation MPJPE (mm), minimised
     num_samples: 8               # trials (--num-samples)
     max_concurrent: 2            # trials at once (--max-concurrent)
-    epochs: null                 # epochs per trial = ASHA max_t (--epochs; null: the stage's epochs)
+    epochs: null                 # epochs per trial = ASHA max_t (--epochs; null: the stage's budget
+                                 # in whole epochs)
     search: {ratio_3d: {dist: loguniform, lo: 0.1, hi: 10.0},
              heatmap2_std: {dist: loguniform, lo: 1.0e-4, hi: 1.0e-2}}   # also lr; dist uniform|choice
     asha: {grace_period: 1, reduction_factor: 2}
@@ -112,7 +113,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="trials run at once (default: tune.max_concurrent)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per trial, also ASHA's max_t (default: tune.epochs, else the stage's)")
+                   help="epochs per trial, also ASHA's max_t (default: tune.epochs, else the stage's budget "
+                        "rounded up to whole epochs)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial (default: 1)")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None, help="one GPU per worker")
@@ -193,6 +195,19 @@ def make_searcher(name: str, seed: int, max_concurrent: int, num_samples: int):
 
 # --------------------------------------------------------------------------------------------
 # sweep
+def _stage_epochs(st: dict[str, Any], base: dict[str, Any]) -> int:
+    """A trial's epochs when neither ``--epochs`` nor ``tune.epochs`` says: the stage's own, or its
+    ``iterations`` rounded up to whole epochs (ASHA compares trials at epoch ends)."""
+    if st["epochs"]:
+        return int(st["epochs"])
+    from pose.data import read_meta
+
+    n_train = int(read_meta(base["data"]["train_dir"])["count"])
+    if base["data"]["train_limit"]:
+        n_train = min(n_train, int(base["data"]["train_limit"]))
+    return math.ceil(int(st["iterations"]) / max(1, n_train // int(st["batch_size"])))
+
+
 def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from workflows.train_loop import build_train_config, check_inputs
 
@@ -211,17 +226,13 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
                     ("--num-workers", args.num_workers), ("--stall-timeout", args.stall_timeout)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
-    st = cfg["train"][key]
-    epochs = args.epochs or tcfg.get("epochs") or st.get("epochs")
-    if not epochs:
-        raise UserError(f"{args.config}: tune.epochs: needed when train.{key} is given in iterations "
-                        "(or pass --epochs)")
     use_gpu = cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu
     mode = args.wandb_mode or cfg["wandb"]["mode"]
 
     base = build_train_config(cfg, key, root, run_name="",
                               data_dir=Path(args.data).resolve() if args.data else None, wandb=False)
     check_inputs(base)  # data present, previous checkpoint present and of the same model size
+    epochs = args.epochs or tcfg.get("epochs") or _stage_epochs(cfg["train"][key], base)
     base["epochs"] = int(epochs)
     # the sweep's identity: the stage run's plus the search; the same sweep again resumes it
     searcher = tcfg["searcher"]
