@@ -129,16 +129,17 @@ def run_variant(args: argparse.Namespace, spec: str) -> dict[str, Any]:
     """Train one variant in this process; returns its curve and timings."""
     import torch
 
-    from workflows.train_loop import build_train_config, local_context, run_worker
+    from workflows.stage import build_stage_run
+    from workflows.train_loop import local_context, run_worker
 
     name = spec.split()[0]
     cfg = variant_config(args, spec)
     out = args.out / name
     out.mkdir(parents=True, exist_ok=True)
-    config = build_train_config(cfg, args.stage, ROOT, run_name=f"budget-{name}", data_dir=args.data, wandb=False)
-    config["cpus_per_worker"] = args.threads
+    config = build_stage_run(cfg, args.stage, ROOT, run_name=f"budget-{name}", data_dir=args.data, wandb=False)
+    config = config.replace(cpus_per_worker=args.threads)
     if args.init is not None:
-        config["init_checkpoint"] = str(args.init.resolve())
+        config = config.replace(init_checkpoint=str(args.init.resolve()))
     wc = local_context(args.device, out)
     t0 = time.time()
     report = wc.report

@@ -66,7 +66,8 @@ def test_stage_on_cuda_bf16_and_fp32(tmp_path, micro_packed) -> None:
     from pose.model import load_checkpoint
     from pose.targets import DepthRange
     from workflows.config import make_profile, validate
-    from workflows.train_loop import build_train_config, evaluate_mpjpe, local_context, run_worker
+    from workflows.stage import build_stage_run
+    from workflows.train_loop import evaluate_mpjpe, local_context, run_worker
 
     cfg = make_profile("micro")
     cfg["train"]["d2_02"]["iterations"] = 4
@@ -74,7 +75,7 @@ def test_stage_on_cuda_bf16_and_fp32(tmp_path, micro_packed) -> None:
     for precision in ("bf16", "fp32"):
         cfg["train"]["d2_02"]["precision"] = precision
         wc = local_context("cuda", tmp_path / precision)
-        run_worker(build_train_config(validate(cfg), "d2_02", root, run_name=precision, data_dir=micro_packed), wc)
+        run_worker(build_stage_run(validate(cfg), "d2_02", root, run_name=precision, data_dir=micro_packed), wc)
         assert [r["iteration"] for r in wc.reports][-1] == 4
         assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_mpjpe"]) for r in wc.reports)
     model, ckpt = load_checkpoint(tmp_path / "fp32" / "model.pt", map_location="cpu")

@@ -158,12 +158,12 @@ def test_missing_data_is_one_line_error(tmp_path, capsys):
     conf = write_config(make_profile("micro"), tmp_path / "stages.yaml")
     rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "packed/test: no packed test split" in err[0]
+    assert rc == 1 and len(err) == 1 and "prepared data not found:" in err[0] and "packed/test/meta.json" in err[0]
     # with the test split present, a missing real-pose split is named with the stage that makes it
     write_packed_split(tmp_path / "outputs" / "data" / "packed" / "test", slice(0, 20))
     rc = run_cli(W.main, ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "outputs/data/real/packed/test: no packed real split (run `dvc repro real_split`)" in err[0]
+    assert rc == 1 and len(err) == 1 and "outputs/data/real/packed/test/meta.json (run `dvc repro real_split`)" in err[0]
 
 
 def test_incomplete_packed_copy_is_one_line_error(tmp_path, capsys):

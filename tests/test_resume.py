@@ -132,11 +132,11 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, dama
 
 # --------------------------------------------------------------------------------------------
 # identity and lock
-def _train_config(tmp_path: Path, packed: Path, cfg=None, key: str = "d2_02") -> dict:
-    from workflows.train_loop import build_train_config
+def _train_config(tmp_path: Path, packed: Path, cfg=None, key: str = "d2_02"):
+    from workflows.stage import build_stage_run
 
     cfg = validate(cfg or make_profile("micro"))
-    return build_train_config(cfg, key, tmp_path, run_name="", data_dir=packed)
+    return build_stage_run(cfg, key, tmp_path, data_dir=packed)
 
 
 def test_the_identity_covers_what_decides_the_result(tmp_path, micro_packed):
@@ -165,7 +165,7 @@ def test_the_identity_covers_what_decides_the_result(tmp_path, micro_packed):
     assert fingerprint(run_identity(base, 2, True)) != fp
     # the content of the init checkpoint and of the data's meta.json count, not their paths
     tc = _train_config(tmp_path, micro_packed, key="d2_04")
-    init = Path(tc["init_checkpoint"])
+    init = Path(tc.init_checkpoint)
     init.parent.mkdir(parents=True)
     init.write_bytes(b"one")
     a = fingerprint(run_identity(tc, 2, False))
@@ -239,11 +239,10 @@ def _loop_config(tmp_path: Path, packed: Path, run: str, ema_decay: float | None
     cfg["train"]["d2_02"].update(iterations=20, batch_size=4, checkpoint_every=3, log_every=1000,
                                  ema_decay=ema_decay)
     tc = _train_config(tmp_path, packed, cfg)
-    tc.update(run_name=run, run_dir=str(tmp_path / run))
-    return tc
+    return tc.replace(run_name=run, run_dir=str(tmp_path / run))
 
 
-def _run(tc: dict, out: Path, stop_after: int | None = None):
+def _run(tc, out: Path, stop_after: int | None = None):
     from workflows.train_loop import local_context, run_worker
 
     wc = local_context("cpu", out)

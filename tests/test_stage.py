@@ -119,6 +119,9 @@ def test_make_model_starts_from_previous_weights(tmp_path):
     """Unit level: the hand-over copies every layer but heatmap2, which gets N(0, std) or, with
     heatmap2_init: upsample, the previous head resampled to the new depth bins."""
     from pose.model import C2FPoseNet, ModelConfig, save_checkpoint
+    from workflows.config import validate
+    from workflows.stage import build_stage_run
+    from workflows.stage_run import StageRun
     from workflows.train_loop import make_model
 
     prev = C2FPoseNet(ModelConfig.preset("micro", d2=4))
@@ -126,8 +129,10 @@ def test_make_model_starts_from_previous_weights(tmp_path):
         for p in prev.parameters():
             p.add_(torch.randn_like(p))
     path = save_checkpoint(tmp_path / "model.pt", prev, bbox_enlarge=1.28, softmax_scale=30.0)
-    config = {"model": {"preset": "micro"}, "d2": 8, "init_checkpoint": str(path)}
-    new = make_model(config, heatmap2_std=0.05, seed=3)
+    cfg = validate({**make_profile("micro"), "model": {"preset": "micro"}})
+    cfg["train"]["d2_08"].update(heatmap2_std=0.05, heatmap2_init="normal")
+    run = build_stage_run(cfg, "d2_08", tmp_path).replace(init_checkpoint=str(path))
+    new = make_model(run, seed=3)
     old = dict(prev.named_parameters())
     for name, p in new.named_parameters():
         if name.startswith("heatmap2."):
@@ -138,15 +143,16 @@ def test_make_model_starts_from_previous_weights(tmp_path):
     assert float(new.heatmap2.bias.detach().abs().max()) == 0.0
     # heatmap2_init: upsample (the default profile): each of the 8 new bins per joint takes the
     # weights of the old bin (of 4) that holds its centre, i.e. old bin k // 2
-    config["stage_cfg"] = {"heatmap2_init": "upsample"}
-    up = make_model(config, heatmap2_std=0.05, seed=3)
+    up_settings = run.settings.__class__(**{**run.settings.as_dict(), "heatmap2_init": "upsample"})
+    up = make_model(run.replace(settings=up_settings), seed=3)
     w_old = prev.heatmap2.weight.detach().reshape(17, 4, -1)
     torch.testing.assert_close(up.heatmap2.weight.detach().reshape(17, 8, -1), w_old.repeat_interleave(2, 1),
                                rtol=0, atol=0)
     torch.testing.assert_close(up.heatmap2.bias.detach().reshape(17, 8),
                                prev.heatmap2.bias.detach().reshape(17, 4).repeat_interleave(2, 1), rtol=0, atol=0)
     # a Tune trial that samples heatmap2_std re-initialises the head with it (never a silent no-op)
-    tuned = make_model({**config, "heatmap2_std": 0.03}, heatmap2_std=0.03, seed=3)
+    tuned = make_model(StageRun.from_loop_config({**run.replace(settings=up_settings).loop_config(),
+                                                  "heatmap2_std": 0.03}), seed=3)
     assert float(tuned.heatmap2.weight.detach().std()) == pytest.approx(0.03, rel=0.1)
     assert float(tuned.heatmap2.bias.detach().abs().max()) == 0.0
 
@@ -228,7 +234,7 @@ def _assert_one_wandb_view(root: Path, iterations: dict[str, int], d2_04_run: st
     offset = 0
     for key, its in iterations.items():
         for run in (r for r in stages if r["name"] == key):  # d2_04 ran twice (same id: the same run)
-            assert run["config"]["stage"] == key and run["config"]["stage_cfg"]["d2"] == int(key[3:])
+            assert run["config"]["stage"] == key and run["config"]["settings"]["d2"] == int(key[3:])
             hist = [h for h in run["history"] if "val_mpjpe" in h]
             assert [h[CURRICULUM_STEP] for h in hist] == [offset + its]  # one epoch, after the stages before
             assert not [f for f in run["media"] if f.startswith("media/images")]  # stages draw nothing
@@ -245,12 +251,13 @@ def _assert_one_wandb_view(root: Path, iterations: dict[str, int], d2_04_run: st
 def _local_run(root: Path, key: str, out: Path, **overrides):
     """Run stage ``key`` of ``root``'s stages.yaml in this process (no Ray); returns the context."""
     from workflows.config import load_config
-    from workflows.train_loop import build_train_config, local_context, run_worker
+    from workflows.stage import build_stage_run
+    from workflows.train_loop import local_context, run_worker
 
     cfg = load_config(root / "stages.yaml")
     cfg["train"][key].update(overrides)
     wc = local_context("cpu", out)
-    run_worker(build_train_config(cfg, key, root, run_name=f"local-{key}"), wc)
+    run_worker(build_stage_run(cfg, key, root, run_name=f"local-{key}"), wc)
     return wc
 
 
@@ -343,7 +350,8 @@ def test_a_head_only_stage_trains_heatmap2_alone(tmp_path, micro_packed):
     """``trainable: head``: d2_04 starts from d2_02 and only its heatmap2 moves; every other weight
     and every batch-norm statistic stays bitwise d2_02's (the trunk runs in eval mode)."""
     from workflows.config import load_config
-    from workflows.train_loop import build_train_config, make_model
+    from workflows.stage import build_stage_run
+    from workflows.train_loop import make_model
 
     root = _root(tmp_path, micro_packed)
     _local_run(root, "d2_02", root / "outputs" / "stages" / "d2_02")
@@ -354,8 +362,7 @@ def test_a_head_only_stage_trains_heatmap2_alone(tmp_path, micro_packed):
     assert got["train"]["trainable"] == "head"
     cfg = load_config(root / "stages.yaml")
     cfg["train"]["d2_04"].update(over)
-    tc = build_train_config(cfg, "d2_04", root, run_name="x")
-    start = make_model(tc, tc["stage_cfg"]["heatmap2_std"], 0).state_dict()  # the head as d2_04 starts it
+    start = make_model(build_stage_run(cfg, "d2_04", root), 0).state_dict()  # the head as d2_04 starts it
     trunk = [k for k in prev if not k.startswith("heatmap2.")]
     assert any(k.endswith("running_mean") for k in trunk)
     assert all(torch.equal(got["model"][k], prev[k]) for k in trunk)

@@ -16,19 +16,19 @@ API answer "Missing authentication token").
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pose.data.packed import read_meta
 
 __all__ = [
     "Stopped",
@@ -40,9 +40,9 @@ __all__ = [
     "publish",
     "ray_env_defaults",
     "ray_storage",
+    "require_packed",
     "run_cli",
     "shutdown_ray",
-    "stop_on_sigterm",
 ]
 
 #: Environment variables forwarded to Ray workers (driver env does not reach a running cluster).
@@ -59,37 +59,6 @@ class Stopped(Exception):
     exit_code = 128 + signal.SIGTERM
 
 
-class _StopState:
-    signal: str | None = None
-
-
-@contextlib.contextmanager
-def stop_on_sigterm(board, tag: str) -> Iterator[_StopState]:
-    """While in the block, SIGTERM to this (driver) process asks the run's workers, through their
-    :class:`workflows.runs.RunBoard` ``board``, to checkpoint at the next iteration and stop; ``.signal``
-    then names the signal. A second SIGTERM ends the driver at once. Without a board (None) SIGTERM
-    keeps its usual effect."""
-    state = _StopState()
-    if board is None:
-        yield state
-        return
-
-    def handler(signum, frame):
-        if state.signal is not None:  # the second one: stop waiting
-            raise SystemExit(128 + signum)
-        state.signal = signal.Signals(signum).name
-        print(f"{tag} {state.signal}: the workers save a checkpoint at the next iteration and stop "
-              "(send it again to stop at once)", flush=True)
-        # not from inside the handler: it may have interrupted a Ray call of this thread
-        threading.Thread(target=lambda: board.request_stop.remote(state.signal), daemon=True).start()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def project_root(root: str | os.PathLike | None = None) -> Path:
     """Absolute project root: ``root``, else ``$POSE_ROOT``, else the current directory."""
     root = root or os.environ.get("POSE_ROOT") or os.getcwd()
@@ -99,6 +68,23 @@ def project_root(root: str | os.PathLike | None = None) -> Path:
 def outputs_dir(root: Path, *parts: str) -> Path:
     """``<root>/outputs/<parts...>`` (absolute)."""
     return Path(root, "outputs", *parts)
+
+
+#: the commands that make the packed splits, named by the error about a missing one
+MAKE_PACKED = "`dvc repro prepare`, or `pose synth` + `pose prepare SRC --out DIR`"
+MAKE_REAL = "`dvc repro real_split`"
+
+
+def require_packed(split: Path, made_by: str = MAKE_PACKED) -> dict[str, Any]:
+    """``meta.json`` of the packed split in folder ``split`` after checking that every file it lists
+    is there at its recorded size (a partial copy stops here); otherwise a :class:`UserError` line
+    naming the folder and ``made_by``, the command that makes it."""
+    if not (Path(split) / "meta.json").is_file():
+        raise UserError(f"prepared data not found: {split}/meta.json (run {made_by})")
+    try:
+        return read_meta(split)
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def publish(files: dict[str, Path | str | bytes], final: Path) -> None:

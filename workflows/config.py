@@ -569,30 +569,6 @@ def load_config(path: str | Path = "stages.yaml") -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 # stage helpers
-#: stage settings a train config may override at its top level (a Tune trial's samples)
-OVERRIDABLE = ("lr", "ratio_3d", "heatmap2_std", "epochs", "iterations", "batch_size")
-
-
-def effective_stage(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The stage settings (``config["stage_cfg"]``) of a train config with its top-level overrides
-    (Tune samples) applied.
-
-    A sampled ``heatmap2_std`` implies ``heatmap2_init: normal`` (the std of a re-initialised head;
-    a resampled head has none), so that sweeping it is never a silent no-op.
-    """
-    st = dict(config.get("stage_cfg") or {})
-    for k in OVERRIDABLE:
-        if k in config and config[k] is not None:
-            st[k] = config[k]
-            if k == "epochs":
-                st["iterations"] = None
-            if k == "iterations":
-                st["epochs"] = None
-            if k == "heatmap2_std":
-                st["heatmap2_init"] = "normal"
-    return st
-
-
 def stage_chain(cfg: Mapping[str, Any], key: str) -> list[str]:
     """Keys from the first stage to ``key`` following ``init`` links (``[..., init, key]``)."""
     if key not in cfg["train"]:

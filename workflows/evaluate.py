@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workflows.common import UserError, outputs_dir, project_root, run_cli
+from workflows.common import MAKE_REAL, UserError, outputs_dir, project_root, require_packed, run_cli
 from workflows.config import load_config
 
 #: metric name -> (decoding method, root depth) of the per-sample errors collected
@@ -83,12 +83,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     packed = outputs_dir(root, "data", "packed")
     test_dir, train_dir = packed / "test", packed / "train"
     for d in (train_dir, test_dir):
-        if not (d / "meta.json").is_file():
-            raise UserError(f"prepared data not found: {d}/meta.json (run `dvc repro prepare`)")
-        try:
-            read_meta(d)  # every array and shard present with its recorded size
-        except (OSError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+        require_packed(d)
     real_dir = real_split(cfg, root)
     ckpts = {}
     for key in cfg["train"]:
@@ -257,17 +252,11 @@ def limb_groups(pred: np.ndarray, gt: np.ndarray, K: np.ndarray, side: np.ndarra
 def real_split(cfg: dict[str, Any], root: Path) -> Path | None:
     """The packed real-pose split (``outputs/data/real/packed/test``), checked whole; None when
     ``data.real_test`` is null; a :class:`UserError` when it is missing or incomplete."""
-    from pose.data import read_meta
 
     if cfg["data"]["real_test"] is None:
         return None
     split = outputs_dir(root, "data", "real", "packed", "test")
-    if not (split / "meta.json").is_file():
-        raise UserError(f"real-pose split not found: {split}/meta.json (run `dvc repro real_split`)")
-    try:
-        read_meta(split)
-    except (OSError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+    require_packed(split, MAKE_REAL)
     return split
 
 

@@ -28,27 +28,44 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from pose import lifting
+from pose.data.packed import file_digest
+from pose.lifting import data as lift_data
+from pose.lifting.poses import draw_poses
+from pose.metrics import evaluate_predictions
+from workflows.checkpoints import CheckpointStore
 from workflows.common import (
+    MAKE_PACKED,
+    MAKE_REAL,
     UserError,
     outputs_dir,
     project_root,
+    publish,
     ray_env_defaults,
     ray_storage,
+    require_packed,
     run_cli,
     run_with_ray,
 )
+from workflows.config import load_config
+from workflows.console import quiet_ray, verbose_from_env
+from workflows.raytrain import run_train_job
+from workflows.runs import RunInUse, code_digest, fingerprint, remove_run_dir, run_lock, run_name
 
 MODES = ("supervised", "unsupervised")
 #: keys of ``lift.<mode>`` handled here rather than by the lifting configs: ``extra_2d`` (list of
@@ -65,6 +82,8 @@ _POSE_KEYS = ("poses", "limb_mix", "subjects", "noise_px", "joint_jitter")
 _LOCAL_KEYS = ("extra_2d", "epochs", *_POSE_KEYS)
 #: evaluation splits: name → folder under outputs/data
 SPLITS = {"test": ("packed", "test"), "real": ("real", "packed", "test")}
+#: iterations between a lift run's checkpoints (a killed lift resumes from the last one)
+CHECKPOINT_EVERY = 500
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -78,6 +97,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                    "for the unsupervised lifter")
     p.add_argument("--iterations", type=int, default=None, help="override lift.<mode>.iterations")
     p.add_argument("--out", default=None, help="output folder (default: <root>/outputs/lift/<mode>)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the checkpoints of an earlier run of the same configuration and start over")
+    p.add_argument("--verbose", action="store_true", default=None,
+                   help="also show Ray's own lines (default: only in outputs/logs/lift_<mode>.log; or POSE_VERBOSE=1)")
     return p
 
 
@@ -96,8 +119,6 @@ def _check_pose_keys(mode: str, p: dict[str, Any]) -> None:
 
 def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 0) -> dict[str, Any]:
     """Defaults of ``mode`` overridden by ``params`` (the ``lift.<mode>`` entry); validates the keys."""
-    from pose import lifting
-
     if mode not in MODES:
         raise UserError(f"mode: expected one of {MODES}, got {mode!r}")
     cls = lifting.UnsupervisedConfig if mode == "unsupervised" else lifting.SupervisedConfig
@@ -123,20 +144,13 @@ def flat_baseline(ps, norm: str) -> tuple[Any, dict[str, Any]]:
     """A pose set with 3D (``pose.lifting.data.PoseSet``) in unit space of ``norm`` and the flat-depth
     baseline on it → (unit-space 2D (N, 17, 2), ``evaluate_predictions`` result); computed once per
     split, whatever the number of evaluations."""
-    from pose import lifting
-    from pose.lifting.data import to_unit_space
-    from pose.metrics import evaluate_predictions
-
-    x, _, _ = to_unit_space(ps, norm)
+    x, _, _ = lift_data.to_unit_space(ps, norm)
     return x, evaluate_predictions(lifting.flat_pose(x), ps.joints_3d, sign_agnostic=False)
 
 
 def evaluate_lifter(lifter, ps, x, flat: dict[str, Any]) -> dict[str, Any]:
     """A lifter on a pose set with 3D and its :func:`flat_baseline` ``(x, flat)``: :func:`summarize`
     of its predictions against the flat-depth baseline on the same 2D."""
-    from pose import lifting
-    from pose.metrics import evaluate_predictions
-
     res = evaluate_predictions(lifting.predict_3d(lifter, x), ps.joints_3d, ps.action, ps.action_names)
     return summarize(res, flat)
 
@@ -168,9 +182,6 @@ def summarize(res: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
 def training_poses(mode: str, p: dict[str, Any], temporal: bool = False):
     """The drawn training poses of resolved params ``p`` (``pose.lifting.poses.draw_poses``) and, for
     the unsupervised lifter, the ``extra_2d`` files' 2D-only poses → (PoseSet, list of extra sets)."""
-    from pose.lifting import data as lift_data
-    from pose.lifting.poses import draw_poses
-
     drawn = draw_poses(int(p["poses"]), seed=int(p["seed"]), limb_mix=float(p["limb_mix"]),
                        subjects=int(p["subjects"]), noise_px=float(p["noise_px"]),
                        joint_jitter=bool(p["joint_jitter"]), temporal=temporal)
@@ -178,18 +189,14 @@ def training_poses(mode: str, p: dict[str, Any], temporal: bool = False):
     return drawn, extra
 
 
-def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+def run_training(config: dict[str, Any], checkpointing: lifting.Checkpointing | None = None
+                 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Draw poses, train, evaluate (pure Python; used by the Ray worker and by tests).
 
     ``config``: ``mode``, ``params`` (resolved), ``splits`` ({name: packed split folder}, evaluated).
+    ``checkpointing``: how training saves and resumes (``pose.lifting.Checkpointing``).
     Returns (lifter, metrics dict with one record per split, history).
     """
-    import numpy as np
-    import torch
-
-    from pose import lifting
-    from pose.lifting import data as lift_data
-
     mode, p = config["mode"], dict(config["params"])
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     evals = {}
@@ -229,31 +236,52 @@ def run_training(config: dict[str, Any]) -> tuple[Any, dict[str, Any], list[dict
         nxt = None
         if cfg.temporal:
             nxt = np.concatenate([lift_data.neighbour_index(drawn), np.full(len(x_all) - len(drawn), -1, np.int64)])
-        lifter, hist = lifting.train_unsupervised(x_all, cfg, next_index=nxt, eval_fn=eval_fn, log_fn=log_fn)
+        lifter, hist = lifting.train_unsupervised(x_all, cfg, next_index=nxt, eval_fn=eval_fn, log_fn=log_fn,
+                                                  checkpointing=checkpointing)
     else:
         x_train, y_train, s3 = lift_data.to_unit_space(drawn, norm)
         lifter, hist = lifting.train_supervised(x_train, y_train, cfg, eval_fn=eval_fn, log_fn=log_fn,
-                                                unit_mm=float(np.mean(s3)))
+                                                unit_mm=float(np.mean(s3)), checkpointing=checkpointing)
     metrics: dict[str, Any] = {name: evaluate_lifter(lifter, ps, *baselines[name]) for name, ps in evals.items()}
     metrics.update({"mode": mode, "train_count": int(n_train), "iterations": cfg.iterations,
                     "train_s": round(time.time() - t0, 1)})
     return lifter, metrics, hist
 
 
+def _store_checkpoint(store: CheckpointStore, it: int, lifter: Any, state: dict[str, Any], history: list[dict],
+                      params: dict[str, Any], info: dict[str, Any]) -> None:
+    """One lift checkpoint: the lifter (``model.pt``), the training state, the curve so far."""
+    with tempfile.TemporaryDirectory(prefix="c2f-lift-") as tmp:
+        lifting.save_lifter(Path(tmp, "model.pt"), lifter, params=_plain(params), **info.get("model", {}))
+        torch.save(state, Path(tmp, "train_state.pt"))
+        Path(tmp, "curve.csv").write_text(_curve_csv(history))
+        store.save(it, tmp, {k: v for k, v in info.items() if k != "model"})
+
+
 def train_func(config: dict[str, Any]) -> None:
-    """Ray Train worker entry point: train, then report metrics with a checkpoint folder."""
-    import ray.train
+    """Ray Train worker entry point: resume from the run's newest checkpoint (if any), train with a
+    checkpoint every :data:`CHECKPOINT_EVERY` iterations, store the final one (with the metrics),
+    report the numbers."""
+    store = CheckpointStore(config["run_dir"])
+    ckpt, _ = store.scan()
+    state = None
+    if ckpt is not None:
+        with store.open(ckpt) as d:
+            state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=False)
+        print(f"[lift {config['mode']}] resumed at iteration {state['iteration']}", flush=True)
+    p = config["params"]
 
-    from pose import lifting
+    def save(it: int, st: dict[str, Any], lifter: Any) -> None:
+        _store_checkpoint(store, it, lifter, st, st["history"], p, {"final": False})
 
-    lifter, metrics, hist = run_training(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        numbers = _numbers(metrics)
-        lifting.save_lifter(Path(tmp, "model.pt"), lifter, mode=config["mode"], params=_plain(config["params"]),
-                            metrics=numbers)
-        Path(tmp, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        Path(tmp, "curve.csv").write_text(_curve_csv(hist))
-        ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    ck = lifting.Checkpointing(every=CHECKPOINT_EVERY, save=save, state=state)
+    lifter, metrics, hist = run_training(config, ck)
+    numbers = _numbers(metrics)
+    _store_checkpoint(store, int(metrics["iterations"]), lifter, {"iteration": int(metrics["iterations"])}, hist, p,
+                      {"final": True, "metrics": metrics, "model": {"mode": config["mode"], "metrics": numbers}})
+    import ray.train  # a worker has Ray; imported at the top it would set up its loggers before quiet_ray
+
+    ray.train.report(numbers)
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -285,15 +313,8 @@ def _curve_csv(hist: list[dict[str, Any]]) -> str:
 
 # --------------------------------------------------------------------------------------------
 # driver side
-def run_lift(args: argparse.Namespace) -> dict[str, Any]:
-    """Validate inputs, train under Ray Train, publish outputs; returns the metrics dict."""
-    from workflows.common import publish
-    from workflows.config import load_config
-
-    t_start = time.time()
-    ray_env_defaults()
-    root = project_root(args.root)
-    cfg = load_config(args.config)
+def _lift_config(args: argparse.Namespace, cfg: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The worker's config (mode, resolved params, evaluated splits, threads), inputs checked."""
     params = resolve_params(args.mode, (cfg.get("lift") or {}).get(args.mode), cfg.get("seed", 0))
     if args.iterations is not None:
         if args.iterations < 1:
@@ -306,58 +327,82 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     splits = {"test": data_dir / "test"}
     if (cfg.get("data") or {}).get("real_test") is not None:
         splits["real"] = outputs_dir(root, "data", *SPLITS["real"])
-    from pose.data.packed import read_meta
-
     for name, split in splits.items():
-        if not (split / "meta.json").is_file():
-            how = "`dvc repro real_split`" if name == "real" else "`pose synth` + `pose prepare`, or `dvc repro prepare`"
-            raise UserError(f"{split}: no packed {name} split (run {how})")
-        try:
-            read_meta(split)  # every array and shard present with its recorded size
-        except (OSError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+        require_packed(split, MAKE_REAL if name == "real" else MAKE_PACKED)
     extra = []
     for path in params["extra_2d"]:
         ps = Path(path) if Path(path).is_absolute() else root / path
-        from pose.lifting.data import load_2d_npz
-
         try:
-            load_2d_npz(ps)
+            lift_data.load_2d_npz(ps)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         extra.append(str(ps))
     params["extra_2d"] = extra
-    ray_cfg = cfg.get("ray") or {}
-    cpus = float(ray_cfg.get("cpus_per_worker", 1.0) or 1.0)
-    tc = {"mode": args.mode, "params": params, "splits": {k: str(v) for k, v in splits.items()},
-          "threads": max(1, int(cpus))}
+    return {"mode": args.mode, "params": params, "splits": {k: str(v) for k, v in splits.items()},
+            "threads": max(1, int(float(cfg["ray"]["cpus_per_worker"])))}
 
-    from workflows.raytrain import run_train_job
 
-    storage, local_storage = ray_storage(root)
-    print(f"[lift {args.mode}] Ray Train: {params['iterations']} iterations, storage {storage}", flush=True)
-    # one worker: the two-optimiser GAN loop is not data-parallel
-    result = run_train_job(train_func, tc, what=f"lift {args.mode}", storage_path=storage, workers=1,
-                           cpus_per_worker=cpus, name_prefix=f"lift-{args.mode}").result
-    if result.checkpoint is None:
-        raise UserError(f"lift {args.mode} reported no checkpoint (run folder {result.path})")
+def _identity(tc: dict[str, Any]) -> dict[str, Any]:
+    """What decides a lift run's result: mode, params, the evaluated splits' data, the code."""
+    return {"mode": tc["mode"], "params": _plain(tc["params"]), "threads": tc["threads"],
+            "splits": {k: file_digest(Path(v, "meta.json")) for k, v in tc["splits"].items()},
+            "extra_2d": [file_digest(f) for f in tc["params"]["extra_2d"]], "code_sha256": code_digest()}
+
+
+def run_lift(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate inputs, train under Ray Train (resuming the run of the same identity), publish outputs;
+    returns the metrics dict."""
+    t_start = time.time()
+    ray_env_defaults()
+    root = project_root(args.root)
+    cfg = load_config(args.config)
+    tc = _lift_config(args, cfg, root)
+    storage, _ = ray_storage(root)
+    name = run_name(f"lift_{args.mode}", fingerprint(_identity(tc)))
+    run_dir = tc["run_dir"] = f"{storage.rstrip('/')}/{name}"
+    tag = f"[lift {args.mode}]"
     out_dir = Path(args.out).resolve() if args.out else outputs_dir(root, "lift", args.mode)
-    with result.checkpoint.as_directory() as ckdir:
-        ckdir = Path(ckdir)
-        metrics = json.loads((ckdir / "metrics.json").read_text())
-        metrics.update({"run_name": Path(result.path).name, "wall_s": round(time.time() - t_start, 1)})
-        publish({"model.pt": ckdir / "model.pt", "curve.csv": ckdir / "curve.csv",
-                 "metrics.json": json.dumps(metrics, indent=2) + "\n"}, out_dir)
-    if not ray_cfg.get("keep_runs", False) and local_storage:
-        shutil.rmtree(result.path, ignore_errors=True)
-    figures = "; ".join(f"{name} P-MPJPE {metrics[name]['pa_mpjpe']:.1f} mm vs flat depth "
-                        f"{metrics[name]['flat_pa_mpjpe']:.1f} ({metrics[name]['ratio_to_flat']:.2f}x)" for name in splits)
-    print(f"[lift {args.mode}] done in {metrics['wall_s']:.0f} s: {figures}; wrote {out_dir}", flush=True)
+    try:
+        with run_lock(run_dir):
+            store = CheckpointStore(run_dir)
+            if args.fresh:
+                remove_run_dir(run_dir, keep_lock=True)
+            ckpt, _ = store.scan()
+            where = f"iteration {ckpt.iteration} of run {name}" if ckpt else f"run {name}"
+            print(f"{tag} {'resuming from' if ckpt else 'starting'} {where}: {tc['params']['iterations']} "
+                  f"iterations" + (f"; Ray's messages in {args.ray_log}" if getattr(args, "ray_log", None) else ""),
+                  flush=True)
+            if ckpt is None or not ckpt.manifest.get("final"):
+                # one worker: the two-optimiser GAN loop is not data-parallel
+                run_train_job(train_func, tc, what=f"lift {args.mode}", storage_path=f"{run_dir}/ray", workers=1,
+                              cpus_per_worker=float(cfg["ray"]["cpus_per_worker"]),
+                              max_failures=int(cfg["ray"]["max_failures"]), name_prefix=f"lift-{args.mode}",
+                              on_failure=lambda: f"the same command resumes run {name} from its last checkpoint")
+                ckpt, _ = store.scan()
+            if ckpt is None or not ckpt.manifest.get("final"):
+                raise UserError(f"lift {args.mode}: run {name} ended without a final checkpoint (run folder {run_dir})")
+            metrics = dict(ckpt.manifest["metrics"], run_name=name, wall_s=round(time.time() - t_start, 1))
+            with store.open(ckpt) as ckdir:
+                publish({"model.pt": ckdir / "model.pt", "curve.csv": ckdir / "curve.csv",
+                         "metrics.json": json.dumps(metrics, indent=2) + "\n"}, out_dir)
+    except RunInUse as exc:
+        raise UserError(f"lift {args.mode}: {exc}: another `lift --mode {args.mode}` of the same configuration "
+                        "is running (wait for it, or stop it)") from None
+    if not cfg["ray"]["keep_runs"]:
+        remove_run_dir(run_dir)
+    figures = "; ".join(f"{s} P-MPJPE {metrics[s]['pa_mpjpe']:.1f} mm vs flat depth "
+                        f"{metrics[s]['flat_pa_mpjpe']:.1f} ({metrics[s]['ratio_to_flat']:.2f}x)" for s in tc["splits"])
+    print(f"{tag} done in {metrics['wall_s']:.0f} s: {figures}; wrote {out_dir}", flush=True)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_with_ray(run_lift, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    verbose = verbose_from_env() if args.verbose is None else args.verbose
+    log = outputs_dir(project_root(args.root), "logs", f"lift_{args.mode}.log")
+    with contextlib.nullcontext(None) if verbose else quiet_ray(log) as shown_log:
+        args.ray_log = shown_log
+        return run_with_ray(run_lift, args)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,12 @@ checkpoints. The kernel drops the lock when the holder dies, even by SIGKILL.
 - its own process gets SIGTERM (what Kubernetes and spot reclaim send before SIGKILL):
   :func:`install_sigterm_flag` replaces Ray's handler (which exits at once) by one that sets a flag;
   a second SIGTERM exits at once as before; or
-- the driver asks, through the run's :class:`RunBoard` actor (the driver got SIGTERM). The board also
-  counts the worker-group starts of one driver invocation (``attempt k of max``).
+- the driver asks, through the run's :class:`RunBoard` actor: :func:`stop_on_sigterm` turns a
+  SIGTERM to the driver (``ray job stop``, Kubernetes) into that request. The board also counts the
+  worker-group starts of one driver invocation (``attempt k of max``).
+
+The worker's side of all three (checkpoint, then stop or raise) is ``workflows.train_loop``'s; what a
+checkpoint holds and how a run resumes from it, ``workflows/train_state.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from workflows.config import effective_stage
+from pose.data.packed import file_digest
+from workflows.stage_run import StageRun
 
 __all__ = [
     "BOARD_NAMESPACE",
@@ -52,6 +57,7 @@ __all__ = [
     "run_identity",
     "run_lock",
     "run_name",
+    "stop_on_sigterm",
 ]
 
 #: stage settings that change when things are printed or saved, not what is trained
@@ -62,8 +68,6 @@ _FINGERPRINT_CHARS = 12
 
 
 def _file_sha(path: str | Path) -> str | None:
-    from pose.data.packed import file_digest
-
     return file_digest(path) if Path(path).is_file() else None
 
 
@@ -81,23 +85,24 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def run_identity(tc: Mapping[str, Any], workers: int | list[int], use_gpu: bool) -> dict[str, Any]:
-    """Everything that decides the result of the run of train config ``tc`` (see the module docstring)."""
-    stage = {k: v for k, v in effective_stage(tc).items() if k not in RESULT_FREE_STAGE_KEYS}
-    data = tc["data"]
+def run_identity(run: StageRun, workers: int | list[int], use_gpu: bool) -> dict[str, Any]:
+    """Everything that decides the result of ``run`` (see the module docstring)."""
+    settings = {k: v for k, v in run.settings.as_dict().items() if k not in RESULT_FREE_STAGE_KEYS}
+    data = run.data
     return {
-        "stage": tc["stage"],
-        "d2": tc["d2"],
-        "settings": stage,
-        "model": tc["model"],
-        "targets": tc["targets"],
-        "data": {k: data[k] for k in ("aug", "train_limit", "val_size")},
-        "seed": tc["seed"],
+        "stage": run.stage,
+        "d2": run.d2,
+        "settings": settings,
+        "model": run.model,
+        "targets": {"sigma_2d": run.sigma_2d, "depth_range": list(run.depth_range)},
+        "data": {"aug": data.aug, "train_limit": data.train_limit, "val_size": data.val_size},
+        "seed": run.seed,
         "workers": workers,
-        "cpus_per_worker": tc["cpus_per_worker"],
+        "cpus_per_worker": run.cpus_per_worker,
         "use_gpu": bool(use_gpu),
-        "init_sha256": _file_sha(tc["init_checkpoint"]) if tc["init_checkpoint"] else None,
-        "data_meta_sha256": {split: _file_sha(Path(data[f"{split}_dir"], "meta.json")) for split in ("train", "test")},
+        "init_sha256": _file_sha(run.init_checkpoint) if run.init_checkpoint else None,
+        "data_meta_sha256": {split: _file_sha(Path(d, "meta.json")) for split, d in (("train", data.train_dir),
+                                                                                   ("test", data.test_dir))},
         "code_sha256": code_digest(),
     }
 
@@ -180,6 +185,37 @@ class RunBoard:
 
     def stop_reason(self) -> str | None:
         return self._stop
+
+
+class _StopState:
+    signal: str | None = None
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(board, tag: str) -> Iterator[_StopState]:
+    """While in the block, SIGTERM to this (driver) process asks the run's workers, through their
+    :class:`workflows.runs.RunBoard` ``board``, to checkpoint at the next iteration and stop; ``.signal``
+    then names the signal. A second SIGTERM ends the driver at once. Without a board (None) SIGTERM
+    keeps its usual effect."""
+    state = _StopState()
+    if board is None:
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state.signal is not None:  # the second one: stop waiting
+            raise SystemExit(128 + signum)
+        state.signal = signal.Signals(signum).name
+        print(f"{tag} {state.signal}: the workers save a checkpoint at the next iteration and stop "
+              "(send it again to stop at once)", flush=True)
+        # not from inside the handler: it may have interrupted a Ray call of this thread
+        threading.Thread(target=lambda: board.request_stop.remote(state.signal), daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StopPoller:

@@ -39,8 +39,11 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from workflows.checkpoints import CheckpointStore
 from workflows.common import (
@@ -52,12 +55,83 @@ from workflows.common import (
     publish,
     ray_env_defaults,
     ray_storage,
+    require_packed,
     run_cli,
     run_with_ray,
 )
 from workflows.config import load_config, stage_key
+from workflows.console import quiet_ray, verbose_from_env
+from workflows.raytrain import run_train_job
+from workflows.runs import RunInUse, fingerprint, remove_run_dir, run_identity, run_lock, run_name
+from workflows.stage_run import DataSettings, StageRun, StageSettings
+from workflows.train_loop import train_func
+from workflows.wandb_log import curriculum_group, previous_budgets
 
 
+# --------------------------------------------------------------------------------------------
+# the run, built once by the driver
+def build_stage_run(cfg: Mapping[str, Any], key: str, root: Path, *, run_name: str = "",
+                    data_dir: Path | None = None, wandb: bool | None = None) -> StageRun:
+    """The :class:`StageRun` of stage ``key`` of the validated config ``cfg`` (project root ``root``;
+    the packed data in ``data_dir``, default ``<root>/outputs/data/packed``; ``wandb`` overrides
+    ``wandb.enabled``). The run's folder and identity are the caller's to set."""
+    st = cfg["train"][key]
+    data_dir = Path(data_dir) if data_dir else outputs_dir(root, "data", "packed")
+    wb = dict(cfg["wandb"], dir=str(outputs_dir(root, "wandb")))
+    if wandb is not None:
+        wb["enabled"] = bool(wandb)
+    if wb["enabled"]:  # the curriculum's group and where this stage starts on its step axis
+        wb |= {"group": curriculum_group(cfg, data_dir), "previous": previous_budgets(cfg, key)}
+    d = cfg["data"]
+    return StageRun(
+        stage=key,
+        settings=StageSettings(**st),
+        model=dict(cfg["model"]),
+        sigma_2d=float(cfg["targets"]["sigma_2d"]),
+        depth_range=tuple(cfg["targets"]["depth_range"]),
+        data=DataSettings(train_dir=str(data_dir / "train"), test_dir=str(data_dir / "test"), aug=d["aug"],
+                          train_limit=d["train_limit"], val_size=d["val_size"], loader_workers=d["loader_workers"],
+                          image_cache_mb=d["image_cache_mb"]),
+        init_checkpoint=str(outputs_dir(root, "stages", st["init"], "model.pt")) if st["init"] else None,
+        seed=int(cfg["seed"]),
+        cpus_per_worker=float(cfg["ray"]["cpus_per_worker"]),
+        wandb=wb if wb["enabled"] else None,
+        run_name=run_name,
+        checkpoint_every=cfg["ray"]["checkpoint_every"],
+        max_failures=int(cfg["ray"]["max_failures"]),
+    )
+
+
+def check_inputs(run: StageRun) -> None:
+    """Driver-side checks before any Ray work: the packed splits whole, the previous stage's checkpoint
+    present, readable and of the same model (but d2). Raises :class:`UserError` with one line."""
+    require_packed(Path(run.data.train_dir))
+    require_packed(Path(run.data.test_dir))
+    init = run.init_checkpoint
+    if init is None:
+        return
+    if not Path(init).is_file():
+        prev = Path(init).parent.name
+        raise UserError(
+            f"previous stage checkpoint not found: {init} (stage {run.stage} starts from {prev}; "
+            f"run `dvc repro train@{prev}` or `python -m workflows.stage --d2 {int(prev[3:])}` first)"
+        )
+    try:
+        mc = torch.load(init, map_location="cpu", weights_only=True)["model_config"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem here
+        raise UserError(f"previous stage checkpoint {init} is not readable ({type(exc).__name__}: {exc})") from None
+    want = run.model_config().to_dict()
+    diff = [k for k in want if k not in ("d2", "heatmap2_std") and mc.get(k) != want[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(
+            f"previous stage checkpoint {init} has model.{k}={mc.get(k)!r} but stages.yaml gives {want[k]!r} "
+            "(rerun the earlier stages after changing the model section)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the command
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="python -m workflows.stage", description=__doc__.split("\n\n")[0])
     p.add_argument("--d2", type=int, required=True, help="depth resolution of the stage to train (key d2_XX)")
@@ -81,9 +155,6 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     """Validate inputs, train with Ray Train (resuming the run of the same identity), publish outputs;
     returns the stage metrics dict."""
-    from workflows.runs import RunInUse, fingerprint, remove_run_dir, run_identity, run_lock, run_name
-    from workflows.train_loop import build_train_config, check_inputs
-
     t_start = time.time()
     ray_env_defaults()
     root = project_root(args.root)
@@ -95,20 +166,18 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     if min(workers if isinstance(workers, list) else [workers]) < 1:
         raise UserError(f"--num-workers must be >= 1, got {workers}")
     use_gpu = cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu
-    tc = build_train_config(cfg, key, root, run_name="", data_dir=Path(args.data).resolve() if args.data else None,
-                            wandb=args.wandb)
-    check_inputs(tc)
+    run = build_stage_run(cfg, key, root, data_dir=Path(args.data).resolve() if args.data else None, wandb=args.wandb)
+    check_inputs(run)
     least = workers[0] if isinstance(workers, list) else workers
     check_capacity({"CPU": float(cfg["ray"]["cpus_per_worker"]) * least, "GPU": float(least if use_gpu else 0)},
                    f"stage {key} ({least} worker(s))")  # before any run folder is made
 
     storage, local_storage = ray_storage(root)
-    fp = fingerprint(run_identity(tc, workers, bool(use_gpu)))
+    fp = fingerprint(run_identity(run, workers, bool(use_gpu)))
     name = run_name(key, fp)
     run_dir = f"{storage.rstrip('/')}/{name}"
-    tc.update(run_name=name, run_dir=run_dir, fingerprint=fp)
-    if getattr(args, "ray_log", None):
-        tc["ray_log"] = str(args.ray_log)
+    log = getattr(args, "ray_log", None)
+    run = run.replace(run_name=name, run_dir=run_dir, fingerprint=fp, ray_log=str(log) if log else None)
     try:
         with run_lock(run_dir):
             store = CheckpointStore(run_dir)
@@ -124,7 +193,7 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 print(f"starting {key} fresh (run {name}{', --fresh' if args.fresh else ''})", flush=True)
             if ckpt is None or not ckpt.manifest.get("final"):
-                _train(tc, cfg, key, workers, bool(use_gpu), run_dir)
+                _train(run, workers, bool(use_gpu))
                 ckpt, damaged = store.scan()
             if ckpt is None or not ckpt.manifest.get("final"):
                 raise UserError(f"stage {key}: run {name} ended without a final checkpoint (run folder {run_dir})")
@@ -160,28 +229,23 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | list[int], use_gpu: bool,
-           run_dir: str) -> None:
+def _train(run: StageRun, workers: int | list[int], use_gpu: bool) -> None:
     """Run the stage's Ray Train job until it finishes; every worker-group start resumes from the run's
     newest checkpoint. SIGTERM to this driver: the workers checkpoint at the next iteration and stop,
     then :class:`workflows.common.Stopped` is raised."""
-    from workflows.raytrain import run_train_job
-    from workflows.train_loop import train_func
-
-    max_failures = int(cfg["ray"]["max_failures"])
+    key, run_dir, max_failures, log = run.stage, run.run_dir, run.max_failures, run.ray_log
 
     def where() -> str:
         last = CheckpointStore(run_dir).scan(digests=False)[0]
         return f"iteration {last.iteration}" if last is not None else "the beginning (no checkpoint yet)"
 
     shown = f"elastic {workers[0]}-{workers[1]}" if isinstance(workers, list) else str(workers)
-    log = tc.get("ray_log")
     print(f"[{key}] Ray Train: {shown} worker(s), {'GPU/nccl' if use_gpu else 'CPU/gloo'}, run folder {run_dir}, "
           f"up to {max_failures} restart(s) from the last checkpoint"
           + (f"; Ray's messages in {log} (--verbose shows them)" if log else ""), flush=True)
     job = run_train_job(
-        train_func, tc, what=f"stage {key}", storage_path=f"{run_dir}/ray", workers=workers,
-        cpus_per_worker=float(cfg["ray"]["cpus_per_worker"]), use_gpu=use_gpu, max_failures=max_failures,
+        train_func, run.loop_config(), what=f"stage {key}", storage_path=f"{run_dir}/ray", workers=workers,
+        cpus_per_worker=run.cpus_per_worker, use_gpu=use_gpu, max_failures=max_failures,
         board=True, on_failure=lambda: (f"gave up after ray.max_failures={max_failures} restart(s); worker logs "
                                         f"{'in ' + log if log else 'above'}; the run keeps its checkpoints: the same command resumes it "
                                         f"from {where()}"),
@@ -190,12 +254,10 @@ def _train(tc: dict[str, Any], cfg: dict[str, Any], key: str, workers: int | lis
         last = CheckpointStore(run_dir).scan(digests=False)[0]
         if last is None or not last.manifest.get("final"):
             raise Stopped(f"[{key}] stopped by {job.stopped_by} at {where()}; the same command resumes run "
-                          f"{tc['run_name']} from there")
+                          f"{run.run_name} from there")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workflows.console import quiet_ray, verbose_from_env
-
     args = build_parser().parse_args(argv)
     verbose = verbose_from_env() if args.verbose is None else args.verbose
     if verbose:

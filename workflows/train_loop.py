@@ -1,61 +1,32 @@
 """The per-worker training loop of one curriculum stage, shared by ``workflows/stage.py`` and
-``workflows/tune.py``.
+``workflows/tune.py``: set up, one training step, the end of an epoch.
 
 ``train_func(config)`` runs inside every Ray Train worker (``TorchTrainer(train_func,
-train_loop_config=config, ...)``); it is ``run_worker(config, ray_context(config))``, and
-``run_worker(config, local_context("cuda"))`` runs the same loop in one process without Ray
-(``benchmarks/accuracy_budget.py``, ``tests/test_cuda.py``). ``config`` is the plain dict made by
-:func:`build_train_config`:
-
-    stage, d2               stage key ("d2_16") and its depth bins
-    stage_cfg               the stage's validated stages.yaml entry (lr, ratio_3d, heatmap2_std,
-                            epochs | iterations, batch_size (global, split over workers), optimizer,
-                            loss, integral_weight, integral_kind, softmax_scale, momentum,
-                            weight_decay, schedule, warmup_iters, grad_clip, ema_decay, trainable,
-                            log_every, checkpoint_every)
-    model                   the model section ({preset, ModelConfig overrides})
-    targets                 {sigma_2d, depth_range: [lb, ub]}
-    data                    {train_dir, test_dir (absolute), aug, train_limit, val_size, loader_workers, image_cache_mb}
-    init_checkpoint         absolute path of the previous stage's model.pt, or None (from scratch)
-    seed, cpus_per_worker, wandb ({enabled, project, mode, entity, dir, group, images, previous: the
-                            budgets of the stages before, for the curriculum step; workflows/wandb_log.py}
-                            or None), run_name
-    run_dir                 the run's folder (local path or URI) holding its checkpoints, or None
-    checkpoint_every        iterations between checkpoints when the stage does not set its own (None: epoch ends)
-    max_failures, board     worker-group restarts allowed; name of the driver's RunBoard actor (or None)
-    fingerprint             the run's identity (workflows/runs.py), stored with every checkpoint
-
-Top-level keys ``lr``, ``ratio_3d``, ``heatmap2_std``, ``epochs``, ``iterations``, ``batch_size``
-override the stage's values (this is how Ray Tune's sampled search space is merged in:
-``train_loop_config={**base, **sampled}``).
+train_loop_config=run.loop_config(), ...)``): it is ``run_worker(run, ray_context(...))`` for the
+:class:`workflows.stage_run.StageRun` in ``config`` (a Tune trial's samples applied), and
+``run_worker(run, local_context("cuda"))`` runs the same loop in one process without Ray
+(``benchmarks/accuracy_budget.py``, ``tests/test_cuda.py``).
 
 Order: global batch ``b`` of epoch ``e`` is a function of (seed, e, b) and is split over the workers
 (:mod:`pose.data.sampler`), so the optimisation does not depend on the world size (up to float
 summation order and batch-norm statistics, which are per worker) and a resumed run trains exactly
 the batches an uninterrupted one would.
 
-Checkpoints: rank 0 writes ``model.pt`` (``pose.model.save_checkpoint`` format), ``train_state.pt``
-(optimiser, position: epoch, batch in the epoch, iteration, the epoch's running loss sums, the
-curve so far, RNG states) and ``curve.csv`` into the run's :class:`workflows.checkpoints.CheckpointStore`
-every ``checkpoint_every`` iterations, at every epoch end, and when a stop is requested (SIGTERM to
-any worker, or the driver's request through its board). A (re)started worker group resumes from the
-newest checkpoint that verifies. With ``ema_decay`` (:class:`pose.ema.WeightEMA`) the validation and
-``model.pt`` use the running weight average, and ``train_state.pt`` also holds the trained weights
-(``trained_model``) and the average's update count, so a resume continues both. With ``trainable:
-head`` only ``heatmap2`` trains (:func:`freeze_trunk`). Every epoch all workers call ``report(metrics)`` with
-``{"epoch", "iteration", "loss", "loss_2d", "loss_3d", ..., "val_mpjpe" (argmax, GT root depth, mm),
+Checkpoints (``workflows/train_state.py``): rank 0 writes one into the run's store every
+``checkpoint_every`` iterations, at every epoch end and when a stop is requested (SIGTERM to any
+worker, or the driver's request through its board; ``workflows/runs.py``); a (re)started worker group
+resumes from the newest one that verifies. With ``ema_decay`` (:class:`pose.ema.WeightEMA`) the
+validation and ``model.pt`` use the running weight average; with ``trainable: head`` only ``heatmap2``
+trains (:func:`freeze_trunk`). Every epoch all workers call ``report(metrics)`` with ``{"epoch",
+"iteration", "loss", "loss_2d", "loss_3d", ..., "val_mpjpe" (argmax, GT root depth, mm),
 "val_mpjpe_soft", "lr", "epoch_time_s"}`` — after the epoch's checkpoint is stored, so a restart never
 reports an epoch twice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import math
-import random
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -65,15 +36,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from workflows.config import effective_stage
+from pose.data import AugConfig, PackedDataset
+from pose.data.sampler import ShardedBatchSampler, shard_loss_scale
+from pose.ema import WeightEMA
+from pose.loss_config import LossConfig
+from pose.losses import c2f_loss
+from pose.metrics import mpjpe
+from pose.model import C2FPoseNet, expand_from
+from pose.predict import predict_loader
+from pose.targets import DepthRange
+from workflows.checkpoints import CheckpointStore
+from workflows.runs import BOARD_NAMESPACE, StopPoller, install_sigterm_flag
+from workflows.stage_run import StageRun
+from workflows.train_state import CURVE_FIELDS, Position, resume, save
+from workflows.wandb_log import init_stage_run, log_epoch, log_model, step_offset
 
 __all__ = [
-    "CURVE_FIELDS",
     "WorkerContext",
     "WorkerStopped",
-    "build_train_config",
-    "check_inputs",
+    "evaluate_mpjpe",
     "forward",
     "local_context",
     "make_model",
@@ -84,139 +67,97 @@ __all__ = [
     "val_indices",
 ]
 
-CURVE_FIELDS = ("epoch", "iteration", "loss", "val_mpjpe", "val_mpjpe_soft", "lr", "epoch_time_s")
-
-
-# --------------------------------------------------------------------------------------------
-# driver-side helpers
-def build_train_config(
-    cfg: Mapping[str, Any],
-    key: str,
-    root: Path,
-    *,
-    run_name: str,
-    data_dir: Path | None = None,
-    wandb: bool | None = None,
-) -> dict[str, Any]:
-    """The ``train_loop_config`` dict for stage ``key`` of the validated config ``cfg``."""
-    from workflows.common import outputs_dir
-
-    st = cfg["train"][key]
-    data_dir = Path(data_dir) if data_dir else outputs_dir(root, "data", "packed")
-    init = st["init"]
-    wb = dict(cfg["wandb"])
-    if wandb is not None:
-        wb["enabled"] = bool(wandb)
-    wb["dir"] = str(outputs_dir(root, "wandb"))
-    if wb["enabled"]:  # the curriculum's group and where this stage starts on its step axis
-        from workflows.wandb_log import curriculum_group, previous_budgets
-
-        wb["group"] = curriculum_group(cfg, data_dir)
-        wb["previous"] = previous_budgets(cfg, key)
-    return {
-        "stage": key,
-        "d2": st["d2"],
-        "stage_cfg": dict(st),
-        "model": dict(cfg["model"]),
-        "targets": dict(cfg["targets"]),
-        "data": {
-            "train_dir": str(data_dir / "train"),
-            "test_dir": str(data_dir / "test"),
-            "aug": cfg["data"]["aug"],
-            "train_limit": cfg["data"]["train_limit"],
-            "val_size": cfg["data"]["val_size"],
-            "loader_workers": cfg["data"]["loader_workers"],
-            "image_cache_mb": cfg["data"]["image_cache_mb"],
-        },
-        "init_checkpoint": str(outputs_dir(root, "stages", init, "model.pt")) if init else None,
-        "seed": cfg["seed"],
-        "cpus_per_worker": cfg["ray"]["cpus_per_worker"],
-        "wandb": wb if wb["enabled"] else None,
-        "run_name": run_name,
-        "run_dir": None,  # set by the driver: workflows/runs.py names and places the run
-        "checkpoint_every": cfg["ray"]["checkpoint_every"],
-        "max_failures": cfg["ray"]["max_failures"],
-        "board": None,
-        "fingerprint": None,
-    }
-
-
-def model_config(config: Mapping[str, Any], heatmap2_std: float):
-    from pose.model import ModelConfig
-
-    m = dict(config["model"])
-    preset = m.pop("preset")
-    return ModelConfig.preset(preset, d2=int(config["d2"]), heatmap2_std=float(heatmap2_std), **m)
-
-
-def check_inputs(config: Mapping[str, Any]) -> None:
-    """Driver-side checks before any Ray work: data present, previous checkpoint present and fitting.
-
-    Raises ``workflows.common.UserError`` with one line.
-    """
-    from pose.data import read_meta
-    from workflows.common import UserError
-
-    for split in ("train", "test"):
-        d = Path(config["data"][f"{split}_dir"])
-        if not (d / "meta.json").is_file():
-            raise UserError(
-                f"prepared data not found: {d}/meta.json (run `dvc repro prepare`, or `pose prepare SRC --out "
-                f"{d.parent}`)"
-            )
-        try:
-            read_meta(d)  # every array and shard present with its recorded size (a partial copy stops here)
-        except (OSError, ValueError) as exc:
-            raise UserError(str(exc)) from None
-    init = config["init_checkpoint"]
-    if init is None:
-        return
-    if not Path(init).is_file():
-        prev = Path(init).parent.name
-        raise UserError(
-            f"previous stage checkpoint not found: {init} (stage {config['stage']} starts from {prev}; "
-            f"run `dvc repro train@{prev}` or `python -m workflows.stage --d2 {int(prev[3:])}` first)"
-        )
-    try:
-        ckpt = torch.load(init, map_location="cpu", weights_only=True)
-        mc = ckpt["model_config"]
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem here
-        raise UserError(f"previous stage checkpoint {init} is not readable ({type(exc).__name__}: {exc})") from None
-    want = model_config(config, 0.01).to_dict()
-    diff = [k for k in want if k not in ("d2", "heatmap2_std") and mc.get(k) != want[k]]
-    if diff:
-        k = diff[0]
-        raise UserError(
-            f"previous stage checkpoint {init} has model.{k}={mc.get(k)!r} but stages.yaml gives {want[k]!r} "
-            "(rerun the earlier stages after changing the model section)"
-        )
-
-
-def val_indices(n: int, size: int, seed: int) -> np.ndarray:
-    """Fixed random subset (sorted) of ``min(size, n)`` test indices used for per-epoch validation."""
-    rng = np.random.default_rng(seed + 9173)
-    return np.sort(rng.choice(n, size=min(size, n), replace=False))
-
-
-# --------------------------------------------------------------------------------------------
-# worker side
-def make_model(config: Mapping[str, Any], heatmap2_std: float, seed: int):
-    """Build the stage's model; from the previous checkpoint with ``expand_from`` when there is one
-    (``heatmap2`` re-initialised, or resampled with the stage's ``heatmap2_init: upsample``)."""
-    from pose.model import C2FPoseNet, expand_from
-
-    torch.manual_seed(seed)
-    model = C2FPoseNet(model_config(config, heatmap2_std))
-    gen = torch.Generator().manual_seed(seed + 1)
-    if config["init_checkpoint"]:
-        prev = torch.load(config["init_checkpoint"], map_location="cpu", weights_only=True)
-        heatmap2_init = effective_stage(config).get("heatmap2_init", "normal")
-        expand_from(model, prev["model"], heatmap2_std, generator=gen, heatmap2_init=heatmap2_init)
-    return model
-
-
 #: where the cosine schedule ends, as a fraction of the stage's lr, when ``lr_final`` is not set
 LR_FINAL_FRACTION = 0.02
+
+
+# --------------------------------------------------------------------------------------------
+# where a worker runs
+@dataclass
+class WorkerContext:
+    """Where one training process runs and how it talks to whoever launched it.
+
+    ``report(metrics, checkpoint_dir)`` is called by every rank once per epoch, after the epoch's
+    checkpoint is stored; ``checkpoint_dir`` (rank 0 only, else None) is a temporary folder holding
+    ``model.pt``, ``train_state.pt`` and ``curve.csv`` that must be copied before ``report`` returns.
+    ``board`` (a :class:`workflows.runs.RunBoard` handle or None) carries the driver's stop request
+    and counts attempts; ``sigterm`` is set when this process got SIGTERM.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
+    report: Callable[[dict[str, Any], Path | None], None]
+    board: Any | None = None
+    sigterm: threading.Event | None = None
+    reports: list[dict[str, Any]] = field(default_factory=list)  # filled by local_context's report
+
+
+def ray_context(board: str | None, tag: str) -> WorkerContext:
+    """The context of a Ray Train worker (DDP through ``ray.train.torch``): metrics go to
+    ``ray.train.report`` (checkpoints go to the run's own store); ``board`` names the driver's run
+    board; SIGTERM to this worker becomes a stop request (:func:`workflows.runs.install_sigterm_flag`)."""
+    import ray  # here: a worker process has Ray; a local run never imports it
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    handle = None
+    if board:
+        try:
+            handle = ray.get_actor(board, namespace=BOARD_NAMESPACE)
+        except ValueError:  # the driver is gone (or never made one): nobody to ask us to stop
+            print(f"{tag} warning: run board {board} not found; attempts are not counted", flush=True)
+    sigterm = threading.Event()
+    if not install_sigterm_flag(sigterm):
+        print(f"{tag} warning: SIGTERM handler not installed; a SIGTERM ends this worker without a checkpoint",
+              flush=True)
+    return WorkerContext(
+        rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
+        prepare_model=ray.train.torch.prepare_model, report=lambda metrics, folder: ray.train.report(metrics),
+        board=handle, sigterm=sigterm,
+    )
+
+
+def local_context(device: str | torch.device = "cpu", out_dir: str | Path | None = None) -> WorkerContext:
+    """One process, no Ray (benchmarks, quick experiments): each report is appended to
+    ``ctx.reports`` and its checkpoint folder copied over ``out_dir`` (when given)."""
+    reports: list[dict[str, Any]] = []
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        reports.append(dict(metrics))
+        if checkpoint_dir is not None and out_dir is not None:
+            shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
+
+    return WorkerContext(rank=0, world=1, device=torch.device(device), prepare_model=lambda m: m.to(device),
+                         report=report, reports=reports)
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """Train one stage inside a Ray Train worker (``config``: see the module docstring)."""
+    run = StageRun.from_loop_config(config)
+    run_worker(run, ray_context(config.get("board"), f"[{run.stage}]"))
+
+
+class WorkerStopped(RuntimeError):
+    """Raised by every rank after a SIGTERM to one of them was turned into a checkpoint: Ray Train
+    then starts the worker group again (``ray.max_failures``), which resumes from that checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------
+# pieces of a step
+def make_model(run: StageRun, seed: int) -> C2FPoseNet:
+    """Build the stage's model; from the previous checkpoint with ``expand_from`` when there is one
+    (``heatmap2`` re-initialised, or resampled with the stage's ``heatmap2_init: upsample``)."""
+    st = run.settings
+    torch.manual_seed(seed)
+    model = C2FPoseNet(run.model_config())
+    gen = torch.Generator().manual_seed(seed + 1)
+    if run.init_checkpoint:
+        prev = torch.load(run.init_checkpoint, map_location="cpu", weights_only=True)
+        expand_from(model, prev["model"], st.heatmap2_std, generator=gen, heatmap2_init=st.heatmap2_init)
+    return model
 
 
 def freeze_trunk(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -249,174 +190,32 @@ def _lr_factor(it: int, total: int, schedule: str, warmup: int, final: float = L
     return 1.0
 
 
-def _optimizer(params, st: Mapping[str, Any]) -> torch.optim.Optimizer:
-    name, lr, wd, mom = st["optimizer"], st["lr"], st["weight_decay"], st["momentum"]
-    if name == "rmsprop":  # Torch7 / Caffe defaults: alpha 0.99, eps 1e-8
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=wd, momentum=mom)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+def _optimizer(params, st) -> torch.optim.Optimizer:
+    if st.optimizer == "rmsprop":  # Torch7 / Caffe defaults: alpha 0.99, eps 1e-8
+        return torch.optim.RMSprop(params, lr=st.lr, alpha=0.99, eps=1e-8, weight_decay=st.weight_decay,
+                                   momentum=st.momentum)
+    if st.optimizer == "adam":
+        return torch.optim.Adam(params, lr=st.lr, weight_decay=st.weight_decay)
+    return torch.optim.SGD(params, lr=st.lr, momentum=st.momentum, weight_decay=st.weight_decay)
 
 
-def _loss_config(config: Mapping[str, Any], st: Mapping[str, Any]):
-    from pose.losses import LossConfig
-    from pose.targets import DepthRange
-
-    lb, ub = config["targets"]["depth_range"]
-    return LossConfig(
-        variant=st["loss"],
-        ratio_3d=float(st["ratio_3d"]),
-        integral_weight=float(st["integral_weight"]),
-        integral_kind=st["integral_kind"],
-        softmax_scale=float(st["softmax_scale"]),
-        sigma_2d=float(config["targets"]["sigma_2d"]),
-        depth_range=DepthRange(lb, ub),
-        stride=4,
-    )
+def val_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """Fixed random subset (sorted) of ``min(size, n)`` test indices used for per-epoch validation."""
+    rng = np.random.default_rng(seed + 9173)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def _datasets(config: Mapping[str, Any], input_size: int, seed: int, rank: int, world: int):
-    from pose.data import AugConfig, PackedDataset
-
-    d = config["data"]
-    aug = AugConfig(**d["aug"]) if isinstance(d["aug"], Mapping) else AugConfig()
-    use_aug = bool(d["aug"])
-    cache = float(d["image_cache_mb"])
-    train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, cache_mb=cache)
-    if d["train_limit"] and d["train_limit"] < len(train):
-        idx = np.sort(np.random.default_rng(seed + 17).choice(len(train), d["train_limit"], replace=False))
-        train = PackedDataset(d["train_dir"], input_size=input_size, train=use_aug, aug=aug, indices=idx,
-                              cache_mb=cache)
-    test_n = len(PackedDataset(d["test_dir"], input_size=input_size, train=False))
-    vidx = val_indices(test_n, d["val_size"], seed)[rank::world]
-    val = PackedDataset(d["test_dir"], input_size=input_size, train=False, indices=vidx)
-    return train, val
-
-
-def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-
-
-def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float) -> tuple[float, float, int]:
-    """Sum of per-sample root-aligned MPJPE (argmax, soft-argmax; GT root depth) and the count."""
-    from pose.metrics import mpjpe
-    from pose.predict import predict_loader
-
-    res = predict_loader(model, loader, depth_range=depth_range, device=device, softmax_scale=softmax_scale,
-                         decodings={m: (m, "gt") for m in ("argmax", "soft_argmax")})
-    return float(mpjpe(res["argmax"], res["gt"]).sum()), float(mpjpe(res["soft_argmax"], res["gt"]).sum()), len(res["gt"])
-
-
-def _allreduce(values: list[float], device: torch.device) -> list[float]:
-    """Sum ``values`` over the ranks (float64; on ``device``, as NCCL needs); as given without DDP."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _broadcast_buffers(module: torch.nn.Module) -> None:
-    """Rank 0's buffers (the batch-norm statistics, which each DDP worker keeps for itself) on every
-    rank, so that every worker validates the model rank 0 saves; nothing without DDP."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for b in module.buffers():
-            dist.broadcast(b, 0)
-
-
-def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(CURVE_FIELDS), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r.get(k), float) else r.get(k)) for k in CURVE_FIELDS})
-
-
-def _wandb_run(config: Mapping[str, Any], rank: int):
-    """Rank 0's wandb run of the stage (workflows/wandb_log.py), or None."""
-    wb = config.get("wandb")
-    if not wb or rank != 0:  # setup_wandb(rank_zero_only) is unreliable under Train V2
-        return None
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        print("[wandb] not installed; logging disabled", flush=True)
-        return None
-    from workflows.wandb_log import init_stage_run
-
-    # one wandb run per training run: a resumed run (same name) continues it instead of adding one
-    return init_stage_run(config)
-
-
-@dataclass
-class WorkerContext:
-    """Where one training process runs and how it talks to whoever launched it.
-
-    ``report(metrics, checkpoint_dir)`` is called by every rank once per epoch, after the epoch's
-    checkpoint is stored; ``checkpoint_dir`` (rank 0 only, else None) is a temporary folder holding
-    ``model.pt``, ``train_state.pt`` and ``curve.csv`` that must be copied before ``report`` returns.
-    ``board`` (a :class:`workflows.runs.RunBoard` handle or None) carries the driver's stop request
-    and counts attempts; ``sigterm`` is set when this process got SIGTERM.
-    """
-
-    rank: int
-    world: int
-    device: torch.device
-    prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
-    report: Callable[[dict[str, Any], Path | None], None]
-    board: Any | None = None
-    sigterm: threading.Event | None = None
-    reports: list[dict[str, Any]] = field(default_factory=list)  # filled by local_context's report
-
-
-def ray_context(config: Mapping[str, Any]) -> WorkerContext:
-    """The context of a Ray Train worker (DDP through ``ray.train.torch``): metrics go to
-    ``ray.train.report`` (checkpoints go to the run's own store, ``config["run_dir"]``); SIGTERM to
-    this worker becomes a stop request (:func:`workflows.runs.install_sigterm_flag`)."""
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    from workflows.runs import BOARD_NAMESPACE, install_sigterm_flag
-
-    ctx = ray.train.get_context()
-
-    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        ray.train.report(metrics)
-
-    board = None
-    if config.get("board"):
-        try:
-            board = ray.get_actor(config["board"], namespace=BOARD_NAMESPACE)
-        except ValueError:  # the driver is gone (or never made one): nobody to ask us to stop
-            print(f"[{config['stage']}] warning: run board {config['board']} not found; attempts are not "
-                  "counted", flush=True)
-    sigterm = threading.Event()
-    if not install_sigterm_flag(sigterm):
-        print(f"[{config['stage']}] warning: SIGTERM handler not installed; a SIGTERM ends this worker "
-              "without a checkpoint", flush=True)
-    return WorkerContext(
-        rank=ctx.get_world_rank(), world=ctx.get_world_size(), device=ray.train.torch.get_device(),
-        prepare_model=ray.train.torch.prepare_model, report=report, board=board, sigterm=sigterm,
-    )
-
-
-def local_context(device: str | torch.device = "cpu", out_dir: str | Path | None = None) -> WorkerContext:
-    """One process, no Ray (benchmarks, quick experiments): each report is appended to
-    ``ctx.reports`` and its checkpoint folder copied over ``out_dir`` (when given)."""
-    reports: list[dict[str, Any]] = []
-
-    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        reports.append(dict(metrics))
-        if checkpoint_dir is not None and out_dir is not None:
-            shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
-
-    return WorkerContext(rank=0, world=1, device=torch.device(device), prepare_model=lambda m: m.to(device),
-                         report=report, reports=reports)
+def _datasets(run: StageRun, input_size: int, seed: int, rank: int, world: int):
+    d = run.data
+    aug = AugConfig(**d.aug) if isinstance(d.aug, Mapping) else AugConfig()
+    use_aug, cache = bool(d.aug), float(d.image_cache_mb)
+    train = PackedDataset(d.train_dir, input_size=input_size, train=use_aug, aug=aug, cache_mb=cache)
+    if d.train_limit and d.train_limit < len(train):
+        idx = np.sort(np.random.default_rng(seed + 17).choice(len(train), d.train_limit, replace=False))
+        train = PackedDataset(d.train_dir, input_size=input_size, train=use_aug, aug=aug, indices=idx, cache_mb=cache)
+    test_n = len(PackedDataset(d.test_dir, input_size=input_size, train=False))
+    vidx = val_indices(test_n, d.val_size, seed)[rank::world]
+    return train, PackedDataset(d.test_dir, input_size=input_size, train=False, indices=vidx)
 
 
 def memory_format_for(device: torch.device) -> torch.memory_format:
@@ -434,297 +233,255 @@ def forward(model: torch.nn.Module, images: torch.Tensor, bf16: bool) -> tuple[t
     return hm2d.float(), vol.float()
 
 
-def train_func(config: dict[str, Any]) -> None:
-    """Train one stage inside a Ray Train worker (see the module docstring for ``config``)."""
-    run_worker(config, ray_context(config))
+def evaluate_mpjpe(model, loader, depth_range, device, softmax_scale: float) -> tuple[float, float, int]:
+    """Sum of per-sample root-aligned MPJPE (argmax, soft-argmax; GT root depth) and the count."""
+    res = predict_loader(model, loader, depth_range=depth_range, device=device, softmax_scale=softmax_scale,
+                         decodings={m: (m, "gt") for m in ("argmax", "soft_argmax")})
+    return float(mpjpe(res["argmax"], res["gt"]).sum()), float(mpjpe(res["soft_argmax"], res["gt"]).sum()), len(res["gt"])
 
 
-class WorkerStopped(RuntimeError):
-    """Raised by every rank after a SIGTERM to one of them was turned into a checkpoint: Ray Train
-    then starts the worker group again (``ray.max_failures``), which resumes from that checkpoint."""
+def _allreduce(values: list[float], device: torch.device) -> list[float]:
+    """Sum ``values`` over the ranks (float64; on ``device``, as NCCL needs); as given without DDP."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
+def _broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (the batch-norm statistics, which each DDP worker keeps for itself) on every
+    rank, so that every worker validates the model rank 0 saves; nothing without DDP."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for b in module.buffers():
+            dist.broadcast(b, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# the loop: set up, step, end of epoch
 @dataclass
-class _Position:
-    """Where training stands: the next batch is ``batch`` of ``epoch`` (0-based); ``sums`` / ``nb`` are
-    the running loss sums of that epoch, ``curve`` the rows of the epochs done."""
+class _Worker:
+    """One worker's training set-up (made once by :func:`_set_up`)."""
 
-    epoch: int = 0
-    batch: int = 0
-    iteration: int = 0
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    sums: dict[str, float] = field(default_factory=dict)
-    nb: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
+    run: StageRun
+    wc: WorkerContext
+    tag: str
+    model: torch.nn.Module  # what trains (DDP-wrapped under Ray)
+    core: torch.nn.Module  # the bare network inside ``model``
+    evaluated: torch.nn.Module  # what is validated and saved: the weight average, or ``core``
+    ema: WeightEMA | None
+    frozen: list[torch.nn.Module]
+    opt: torch.optim.Optimizer
+    train_ds: PackedDataset
+    sampler: ShardedBatchSampler
+    loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    loss_cfg: LossConfig
+    loss_scale: float
+    total: int  # iterations of the stage
+    steps: int  # iterations per epoch
+    epochs: int
+    store: CheckpointStore | None
+    wandb: Any | None = None
 
+    def save(self, pos: Position, final: bool = False, report: dict[str, Any] | None = None) -> None:
+        """Checkpoint ``pos``; with ``report`` every rank then reports those metrics (rank 0 with the
+        checkpoint's folder), and the final model goes to wandb."""
+        st = self.run.settings
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        def after(folder: Path | None) -> None:
+            if final and folder is not None and self.wandb is not None:
+                log_model(self.wandb, folder / "model.pt", self.run.stage, pos.metrics)
+            if report is not None:
+                self.wc.report(report, folder)
 
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _load_position(d: Path, core: torch.nn.Module, opt: torch.optim.Optimizer, ema=None) -> _Position:
-    """Load the checkpoint in folder ``d`` into ``core`` / ``opt`` (and the weight average ``ema``, a
-    ``pose.ema.WeightEMA``); raises on any unreadable file."""
-    ck = torch.load(Path(d, "model.pt"), map_location="cpu", weights_only=True)
-    state = torch.load(Path(d, "train_state.pt"), map_location="cpu", weights_only=False)
-    core.load_state_dict(state.get("trained_model", ck["model"]))
-    if ema is not None:
-        ema.model.load_state_dict(ck["model"])
-        ema.updates = int(state["ema_updates"])
-    opt.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"])
-    return _Position(epoch=state["epoch"], batch=state["batch"], iteration=state["iteration"],
-                     curve=state["curve"], sums=state["sums"], nb=state["nb"], metrics=dict(ck.get("metrics") or {}))
-
-
-def _resume(store, core, opt, ema, wc: WorkerContext, tag: str, device: torch.device) -> _Position | None:
-    """Rank 0 picks the newest checkpoint that verifies and loads (falling back to older ones, one
-    warning line each), every other rank loads the same one. None: nothing to resume."""
-    from workflows.checkpoints import Checkpoint
-
-    if store is None:
-        return None
-    chosen, pos = -1, None
-    if wc.rank == 0:
-        ckpt, damaged = store.scan()
-        for name, reason in damaged:
-            print(f"{tag} warning: checkpoint {name} is damaged ({reason}); falling back to the one before",
-                  flush=True)
-        while ckpt is not None:
-            try:
-                with store.open(ckpt) as d:
-                    pos = _load_position(d, core, opt, ema)
-                chosen = ckpt.iteration
-                break
-            except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: try the previous one
-                name = ckpt.path.rsplit("/", 1)[-1]
-                print(f"{tag} warning: checkpoint {name} is not loadable ({type(exc).__name__}); falling back "
-                      "to the one before", flush=True)
-                store.quarantine(name)
-                ckpt, _ = store.scan()
-    chosen = int(_allreduce([float(chosen if wc.rank == 0 else 0)], device)[0])
-    if wc.rank != 0 and chosen >= 0:
-        folder = f"{store.root}/ckpt-{chosen:09d}"
-        manifest, reason = store.verify(folder, digests=False)
-        if manifest is None:
-            raise RuntimeError(f"{tag} rank {wc.rank}: checkpoint ckpt-{chosen:09d} is unreadable here ({reason})")
-        with store.open(Checkpoint(chosen, folder, manifest)) as d:
-            pos = _load_position(d, core, opt, ema)
-    return pos
+        meta = {"depth_range": list(self.run.depth_range), "stage": self.run.stage, "d2": self.run.d2,
+                "bbox_enlarge": self.train_ds.bbox_enlarge, "softmax_scale": float(st.softmax_scale),
+                "train": {k: v for k, v in st.as_dict().items() if v is not None},
+                "init_checkpoint": self.run.init_checkpoint or ""}
+        save(pos, rank=self.wc.rank, store=self.store, evaluated=self.evaluated, trained=self.core, opt=self.opt,
+             ema=self.ema, model_meta=meta, fingerprint=self.run.fingerprint, final=final, with_folder=after)
 
 
-def run_worker(config: dict[str, Any], wc: WorkerContext) -> str:
-    """The training loop of one stage in one worker ``wc`` (Ray Train's or :func:`local_context`).
-
-    Resumes from the newest checkpoint in ``config["run_dir"]`` (when given) and checkpoints there
-    every ``checkpoint_every`` iterations, at every epoch end and when asked to stop. Returns
-    ``"done"``, or ``"stopped"`` when the driver asked to stop (after the checkpoint); raises
-    :class:`WorkerStopped` after a SIGTERM to a worker (after the checkpoint).
-    """
-    from pose.data.sampler import ShardedBatchSampler, shard_loss_scale
-    from pose.ema import WeightEMA
-    from pose.losses import c2f_loss
-    from pose.targets import DepthRange
-    from workflows.checkpoints import CheckpointStore
-    from workflows.runs import StopPoller
-
-    rank, world, device = wc.rank, wc.world, wc.device
-    torch.set_num_threads(max(1, int(round(float(config.get("cpus_per_worker", 1))))))
-    st = effective_stage(config)
-    seed = int(config["seed"]) * 1000 + int(config["d2"])
-    tag = f"[{config['stage']}]"
-    bf16 = st.get("precision", "fp32") == "bf16"
-
-    model = make_model(config, st["heatmap2_std"], seed)
-    input_size = model.cfg.input_size
-    train_ds, val_ds = _datasets(config, input_size, seed, rank, world)
-    batch_size = min(int(st["batch_size"]), len(train_ds))
-    sampler = ShardedBatchSampler(len(train_ds), int(st["batch_size"]), rank, world, seed)
+def _set_up(run: StageRun, wc: WorkerContext) -> _Worker:
+    """The model (from the previous stage), data, optimiser, weight average and store of one worker."""
+    st, device = run.settings, wc.device
+    torch.set_num_threads(max(1, int(round(float(run.cpus_per_worker)))))
+    seed = run.seed * 1000 + run.d2
+    model = make_model(run, seed)
+    train_ds, val_ds = _datasets(run, model.cfg.input_size, seed, wc.rank, wc.world)
+    batch_size = min(int(st.batch_size), len(train_ds))
+    sampler = ShardedBatchSampler(len(train_ds), int(st.batch_size), wc.rank, wc.world, seed)
     lo, hi = sampler.rank_slice(batch_size)  # raises when there are more workers than samples per batch
-    loss_scale = shard_loss_scale(hi - lo, batch_size, world)
-    workers = config["data"]["loader_workers"]
-    loader = torch.utils.data.DataLoader(
-        train_ds, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
+    workers = run.data.loader_workers
+    loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(hi - lo, 16), shuffle=False, num_workers=0)
-
-    frozen = freeze_trunk(model) if st["trainable"] == "head" else []  # before DDP registers its hooks
+    frozen = freeze_trunk(model) if st.trainable == "head" else []  # before DDP registers its hooks
     model = wc.prepare_model(model.to(memory_format=memory_format_for(device)))
     core = model.module if hasattr(model, "module") else model
     opt = _optimizer([p for p in model.parameters() if p.requires_grad], st)
     # with ema_decay the weight average is what is validated and saved as model.pt (the next stage's
     # start and evaluate's input); the trained weights travel in train_state.pt for resuming
-    ema = WeightEMA(core, st["ema_decay"]) if st.get("ema_decay") else None
-    evaluated = ema.model if ema is not None else core
-    loss_cfg = _loss_config(config, st)
-    depth_range = DepthRange(*config["targets"]["depth_range"])
-
+    ema = WeightEMA(core, st.ema_decay) if st.ema_decay else None
     steps = sampler.batches_per_epoch
-    total = st["iterations"] or st["epochs"] * steps
-    final_factor = LR_FINAL_FRACTION if st["lr_final"] is None else st["lr_final"] / st["lr"]
-    epochs = math.ceil(total / steps)
-    every = st.get("checkpoint_every") or config.get("checkpoint_every")
-    store = CheckpointStore(config["run_dir"]) if config.get("run_dir") else None
+    total = st.iterations or st.epochs * steps
+    return _Worker(
+        run=run, wc=wc, tag=f"[{run.stage}]", model=model, core=core, evaluated=ema.model if ema else core,
+        ema=ema, frozen=frozen, opt=opt, train_ds=train_ds, sampler=sampler, loader=loader, val_loader=val_loader,
+        loss_cfg=run.loss_config(), loss_scale=shard_loss_scale(hi - lo, batch_size, wc.world), total=total, steps=steps,
+        epochs=math.ceil(total / steps), store=CheckpointStore(run.run_dir) if run.run_dir else None,
+    )
+
+
+def _start(w: _Worker) -> Position:
+    """Resume from the run's newest checkpoint (or start at 0), then say so: the header line on rank 0."""
+    run, st, rank = w.run, w.run.settings, w.wc.rank
     attempt = 1
-    if wc.board is not None and rank == 0:
-        import ray
+    if w.wc.board is not None and rank == 0:
+        import ray  # only a Ray worker has a board
 
-        attempt = int(ray.get(wc.board.next_attempt.remote()))
-    pos = _resume(store, core, opt, ema, wc, tag, device)
-    if pos is not None and rank == 0 and (attempt > 1 or wc.board is None):  # else the driver said it
-        tries = f" (attempt {attempt} of {config['max_failures'] + 1})" if attempt > 1 else ""
-        print(f"{tag} resumed at iteration {pos.iteration}{tries}", flush=True)
-    elif attempt > 1 and rank == 0:
-        print(f"{tag} restarted from the beginning, no checkpoint yet (attempt {attempt} of "
-              f"{config['max_failures'] + 1})", flush=True)
-    pos = pos or _Position()
-
-    run = _wandb_run(config, rank)
+        attempt = int(ray.get(w.wc.board.next_attempt.remote()))
+    pos = resume(w.store, w.core, w.opt, w.ema, rank=rank, tag=w.tag,
+                 agree=lambda i: int(_allreduce([float(i)], w.wc.device)[0]))
+    tries = f" (attempt {attempt} of {run.max_failures + 1})" if attempt > 1 else ""
     if rank == 0:
-        src = config["init_checkpoint"] or "scratch"
-        print(f"{tag} d2={config['d2']} from {src}; {len(train_ds)} train / {int(config['data']['val_size'])} val "
-              f"samples, {world} worker(s) x batch {hi - lo} on {device}, {epochs} epoch(s) x {steps} it "
-              f"({total} iterations), {st['optimizer']} lr {st['lr']:g}, loss {st['loss']} ratio_3d "
-              f"{st['ratio_3d']:g}{f', weight average {ema.decay:g}' if ema else ''}"
-              f"{', heatmap2 only (trunk frozen)' if frozen else ''}"
-              f"{', bf16 autocast' if bf16 else ''}", flush=True)
-
-    def save(p: _Position, final: bool = False, report: dict[str, Any] | None = None) -> None:
-        """Rank 0 writes the checkpoint of position ``p`` into the store; then, with ``report``, every
-        rank reports those metrics (rank 0 with the checkpoint's folder)."""
-        from pose.model import save_checkpoint
-
-        with (tempfile.TemporaryDirectory(prefix="c2f-ckpt-") if rank == 0 else contextlib.nullcontext()) as tmp:
-            if rank == 0:
-                tmp = Path(tmp)
-                save_checkpoint(
-                    tmp / "model.pt", evaluated, depth_range=list(config["targets"]["depth_range"]),
-                    stage=config["stage"], d2=int(config["d2"]), bbox_enlarge=train_ds.bbox_enlarge,
-                    softmax_scale=float(st["softmax_scale"]),
-                    metrics={k: float(v) for k, v in p.metrics.items()},
-                    train={k: v for k, v in st.items() if v is not None},
-                    init_checkpoint=config["init_checkpoint"] or "",
-                )
-                state = {"optimizer": opt.state_dict(), "epoch": p.epoch, "batch": p.batch,
-                         "iteration": p.iteration, "curve": p.curve, "sums": p.sums, "nb": p.nb,
-                         "rng": _rng_state(), "fingerprint": config.get("fingerprint")}
-                if ema is not None:
-                    state |= {"trained_model": core.state_dict(), "ema_updates": ema.updates}
-                torch.save(state, tmp / "train_state.pt")
-                _write_curve(tmp / "curve.csv", p.curve)
-                if store is not None:
-                    store.save(p.iteration, tmp, {"epoch": p.epoch, "batch": p.batch, "final": final,
-                                                  "metrics": p.metrics, "fingerprint": config.get("fingerprint")})
-                if final and run is not None:
-                    from workflows.wandb_log import log_model
-
-                    log_model(run, tmp / "model.pt", config["stage"], p.metrics)
-            if report is not None:
-                wc.report(report, tmp)
-
-    poller = StopPoller(wc.board if rank == 0 else None)
-    announced = False
-    train_mode(model, frozen)
-    while pos.epoch < epochs:
-        epoch = pos.epoch
-        sampler.set_position(epoch, min(pos.batch, steps))
-        t0, here = time.time(), 0  # the rate counts the batches trained since (re)starting the epoch
-        for batch in loader:
-            if pos.iteration >= total:
-                break
-            it = pos.iteration
-            batch = _to(batch, device)
-            lr = st["lr"] * _lr_factor(it, total, st["schedule"], st["warmup_iters"], final_factor)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            hm2d, vol = forward(model, batch["image"], bf16)
-            loss, parts = c2f_loss(hm2d, vol, batch, loss_cfg)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{tag} loss is {loss.item()} at iteration {it} (lower lr?)")
-            opt.zero_grad(set_to_none=True)
-            (loss * loss_scale if loss_scale != 1.0 else loss).backward()
-            if st["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), st["grad_clip"])
-            opt.step()
-            if ema is not None:
-                ema.update(core)
-            # one small all-reduce per iteration: the batch's mean loss and whether any rank must stop
-            got_sigterm = wc.sigterm is not None and wc.sigterm.is_set()
-            if got_sigterm and not announced:
-                print(f"{tag} rank {rank} got SIGTERM: checkpoint after this iteration, then stop", flush=True)
-                announced = True
-            local_stop = (1.0 if poller.poll() else 0.0, 1.0 if got_sigterm else 0.0)
-            *stop, batch_loss = _allreduce([*local_stop, float(loss.detach()) * loss_scale / world], device)
-            pos.iteration, pos.batch, pos.nb, here = it + 1, pos.batch + 1, pos.nb + 1, here + 1
-            pos.sums["loss"] = pos.sums.get("loss", 0.0) + batch_loss
-            for k, v in parts.items():
-                name = k if k.startswith("loss") else f"loss_{k}"
-                pos.sums[name] = pos.sums.get(name, 0.0) + float(v)
-            if rank == 0 and (pos.iteration % st["log_every"] == 0 or pos.iteration == total):
-                rate = here / max(time.time() - t0, 1e-9)
-                eta = int(round((total - pos.iteration) / max(rate, 1e-9)))
-                print(f"{tag} epoch {epoch + 1}/{epochs} it {pos.iteration}/{total} loss "
-                      f"{pos.sums['loss'] / pos.nb:.5f} lr {lr:.3g} ({rate:.1f} it/s, ETA {eta // 60}:{eta % 60:02d})",
-                      flush=True)
-            if any(stop):
-                return _stop(save, pos, stop, wc, tag, run, device)
-            if every and pos.iteration % every == 0 and pos.batch < steps and pos.iteration < total:
-                save(pos)
-        _broadcast_buffers(evaluated)
-        s_arg, s_soft, n = evaluate_mpjpe(evaluated, val_loader, depth_range, device, float(st["softmax_scale"]))
-        train_mode(model, frozen)
-        s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)], device)
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "iteration": pos.iteration,
-            "loss": pos.sums.get("loss", 0.0) / max(pos.nb, 1),
-            **{k: v / max(pos.nb, 1) for k, v in pos.sums.items() if k != "loss"},
-            "val_mpjpe": s_arg / max(n, 1.0),
-            "val_mpjpe_soft": s_soft / max(n, 1.0),
-            "lr": float(opt.param_groups[0]["lr"]),
-            "epoch_time_s": time.time() - t0,
-        }
-        pos = _Position(epoch=epoch + 1, batch=0, iteration=pos.iteration,
-                        curve=[*pos.curve, {k: metrics.get(k) for k in CURVE_FIELDS}],
-                        metrics=dict(metrics))
-        if rank == 0:
-            print(f"{tag} epoch {epoch + 1}/{epochs} done: loss {metrics['loss']:.5f}  val MPJPE argmax "
-                  f"{metrics['val_mpjpe']:.1f} mm, soft {metrics['val_mpjpe_soft']:.1f} mm "
-                  f"({metrics['epoch_time_s']:.1f} s)", flush=True)
-        # stored before it is reported: a crash in between loses a report, never repeats one
-        save(pos, final=pos.epoch >= epochs, report=metrics)
-        if run is not None:
-            from workflows.wandb_log import log_epoch, step_offset
-
-            log_epoch(run, metrics, step_offset(config["wandb"].get("previous", []), len(train_ds)) + pos.iteration)
-    if run is not None:
-        run.finish()
-    return "done"
+        if pos is not None:
+            start = f"resumed at iteration {pos.iteration}{tries}; d2={run.d2},"
+        elif attempt > 1:
+            start = f"restarted from the beginning, no checkpoint yet{tries}; d2={run.d2} from {run.init_checkpoint or 'scratch'};"
+        else:
+            start = f"d2={run.d2} from {run.init_checkpoint or 'scratch'};"
+        lo, hi = w.sampler.rank_slice(min(int(st.batch_size), len(w.train_ds)))
+        print(f"{w.tag} {start} {len(w.train_ds)} train / {int(run.data.val_size)} val samples, "
+              f"{w.wc.world} worker(s) x batch {hi - lo} on {w.wc.device}, {w.epochs} epoch(s) x {w.steps} it "
+              f"({w.total} iterations), {st.optimizer} lr {st.lr:g}, loss {st.loss} ratio_3d {st.ratio_3d:g}"
+              f"{f', weight average {w.ema.decay:g}' if w.ema else ''}"
+              f"{', heatmap2 only (trunk frozen)' if w.frozen else ''}"
+              f"{', bf16 autocast' if st.precision == 'bf16' else ''}", flush=True)
+        # one wandb run per training run: a resumed run (same name) continues it instead of adding one
+        w.wandb = init_stage_run(run) if run.wandb else None
+    return pos or Position()
 
 
-def _stop(save, pos: _Position, stop, wc: WorkerContext, tag: str, run, device) -> str:
+def _step(w: _Worker, batch: dict[str, Any], pos: Position, poller: StopPoller) -> tuple[float, float, bool]:
+    """One iteration: forward, loss, backward, optimiser and weight-average updates, and one small
+    all-reduce (the batch's mean loss and whether any rank must stop). Advances ``pos``; returns the
+    stop flags summed over the ranks (driver's request, a worker's SIGTERM) and whether this worker
+    got SIGTERM."""
+    st, device = w.run.settings, w.wc.device
+    it = pos.iteration
+    batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    final = LR_FINAL_FRACTION if st.lr_final is None else st.lr_final / st.lr
+    lr = st.lr * _lr_factor(it, w.total, st.schedule, st.warmup_iters, final)
+    for g in w.opt.param_groups:
+        g["lr"] = lr
+    hm2d, vol = forward(w.model, batch["image"], st.precision == "bf16")
+    loss, parts = c2f_loss(hm2d, vol, batch, w.loss_cfg)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{w.tag} loss is {loss.item()} at iteration {it} (lower lr?)")
+    w.opt.zero_grad(set_to_none=True)
+    (loss * w.loss_scale if w.loss_scale != 1.0 else loss).backward()
+    if st.grad_clip:
+        torch.nn.utils.clip_grad_norm_(w.model.parameters(), st.grad_clip)
+    w.opt.step()
+    if w.ema is not None:
+        w.ema.update(w.core)
+    sigterm = w.wc.sigterm is not None and w.wc.sigterm.is_set()
+    local_stop = (1.0 if poller.poll() else 0.0, 1.0 if sigterm else 0.0)
+    *stop, batch_loss = _allreduce([*local_stop, float(loss.detach()) * w.loss_scale / w.wc.world], device)
+    pos.iteration, pos.batch, pos.nb = it + 1, pos.batch + 1, pos.nb + 1
+    pos.sums["loss"] = pos.sums.get("loss", 0.0) + batch_loss
+    for k, v in parts.items():
+        name = k if k.startswith("loss") else f"loss_{k}"
+        pos.sums[name] = pos.sums.get(name, 0.0) + float(v)
+    return stop[0], stop[1], sigterm
+
+
+def _end_epoch(w: _Worker, pos: Position, t0: float) -> Position:
+    """Validate (rank 0's batch-norm statistics on every rank), print, checkpoint, then report and log the
+    epoch; returns the position at the start of the next epoch."""
+    st, device, epoch = w.run.settings, w.wc.device, pos.epoch
+    _broadcast_buffers(w.evaluated)
+    s_arg, s_soft, n = evaluate_mpjpe(w.evaluated, w.val_loader, DepthRange(*w.run.depth_range), device,
+                                      float(st.softmax_scale))
+    train_mode(w.model, w.frozen)
+    s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)], device)
+    metrics: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "iteration": pos.iteration,
+        "loss": pos.sums.get("loss", 0.0) / max(pos.nb, 1),
+        **{k: v / max(pos.nb, 1) for k, v in pos.sums.items() if k != "loss"},
+        "val_mpjpe": s_arg / max(n, 1.0),
+        "val_mpjpe_soft": s_soft / max(n, 1.0),
+        "lr": float(w.opt.param_groups[0]["lr"]),
+        "epoch_time_s": time.time() - t0,
+    }
+    pos = Position(epoch=epoch + 1, batch=0, iteration=pos.iteration,
+                   curve=[*pos.curve, {k: metrics.get(k) for k in CURVE_FIELDS}], metrics=dict(metrics))
+    if w.wc.rank == 0:
+        print(f"{w.tag} epoch {epoch + 1}/{w.epochs} done: loss {metrics['loss']:.5f}  val MPJPE argmax "
+              f"{metrics['val_mpjpe']:.1f} mm, soft {metrics['val_mpjpe_soft']:.1f} mm "
+              f"({metrics['epoch_time_s']:.1f} s)", flush=True)
+    # stored before it is reported: a crash in between loses a report, never repeats one
+    w.save(pos, final=pos.epoch >= w.epochs, report=metrics)
+    if w.wandb is not None:
+        log_epoch(w.wandb, metrics, step_offset((w.run.wandb or {}).get("previous", []), len(w.train_ds))
+                  + pos.iteration)
+    return pos
+
+
+def _stop(w: _Worker, pos: Position, by_sigterm: bool) -> str:
     """Checkpoint ``pos``, wait for every rank, then return ``"stopped"`` (the driver asked) or raise
     :class:`WorkerStopped` (a worker got SIGTERM)."""
-    save(pos)
-    _allreduce([0.0], device)  # every rank waits until rank 0 has stored the checkpoint
-    if run is not None:
-        run.finish()
-    by_sigterm = stop[1] > 0
-    if wc.rank == 0:
+    w.save(pos)
+    _allreduce([0.0], w.wc.device)  # every rank waits until rank 0 has stored the checkpoint
+    if w.wandb is not None:
+        w.wandb.finish()
+    if w.wc.rank == 0:
         why = "a worker got SIGTERM" if by_sigterm else "the driver asked to stop"
-        print(f"{tag} stopped at iteration {pos.iteration}: {why}; checkpoint saved", flush=True)
+        print(f"{w.tag} stopped at iteration {pos.iteration}: {why}; checkpoint saved", flush=True)
     if by_sigterm:
         raise WorkerStopped(f"stopped on SIGTERM at iteration {pos.iteration} after a checkpoint")
     return "stopped"
+
+
+def run_worker(run: StageRun, wc: WorkerContext) -> str:
+    """The training loop of one stage in one worker ``wc`` (Ray Train's or :func:`local_context`).
+
+    Resumes from the newest checkpoint in ``run.run_dir`` (when given) and checkpoints there every
+    ``checkpoint_every`` iterations, at every epoch end and when asked to stop. Returns ``"done"``, or
+    ``"stopped"`` when the driver asked to stop (after the checkpoint); raises :class:`WorkerStopped`
+    after a SIGTERM to a worker (after the checkpoint).
+    """
+    w = _set_up(run, wc)
+    pos = _start(w)
+    every = run.settings.checkpoint_every or run.checkpoint_every
+    poller = StopPoller(wc.board if wc.rank == 0 else None)
+    announced = False
+    train_mode(w.model, w.frozen)
+    while pos.epoch < w.epochs:
+        w.sampler.set_position(pos.epoch, min(pos.batch, w.steps))
+        t0, here = time.time(), 0  # the rate counts the batches trained since (re)starting the epoch
+        for batch in w.loader:
+            if pos.iteration >= w.total:
+                break
+            driver_stop, sigterm, mine = _step(w, batch, pos, poller)
+            here += 1
+            if mine and not announced:
+                print(f"{w.tag} rank {wc.rank} got SIGTERM: checkpoint after this iteration, then stop", flush=True)
+                announced = True
+            if wc.rank == 0 and (pos.iteration % run.settings.log_every == 0 or pos.iteration == w.total):
+                rate = here / max(time.time() - t0, 1e-9)
+                eta = int(round((w.total - pos.iteration) / max(rate, 1e-9)))
+                print(f"{w.tag} epoch {pos.epoch + 1}/{w.epochs} it {pos.iteration}/{w.total} loss "
+                      f"{pos.sums['loss'] / pos.nb:.5f} lr {w.opt.param_groups[0]['lr']:.3g} ({rate:.1f} it/s, "
+                      f"ETA {eta // 60}:{eta % 60:02d})", flush=True)
+            if driver_stop or sigterm:
+                return _stop(w, pos, by_sigterm=sigterm > 0)
+            if every and pos.iteration % every == 0 and pos.batch < w.steps and pos.iteration < w.total:
+                w.save(pos)
+        pos = _end_epoch(w, pos, t0)
+    if w.wandb is not None:
+        w.wandb.finish()
+    return "done"

@@ -35,6 +35,7 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,16 @@ from workflows.common import (
     project_root,
     ray_env_defaults,
     ray_storage,
+    require_packed,
     run_cli,
     run_with_ray,
 )
 from workflows.config import SEARCH_PARAMS, load_config, stage_key
+from workflows.raytrain import start_board, torch_trainer
 from workflows.runs import fingerprint, remove_run_dir, run_identity, run_name
+from workflows.stage import build_stage_run, check_inputs
+from workflows.stage_run import StageRun
+from workflows.train_loop import train_func
 from workflows.tune_workarounds import (
     LEDGER_NAMESPACE,
     START_RETRIES,
@@ -195,67 +201,142 @@ def make_searcher(name: str, seed: int, max_concurrent: int, num_samples: int):
 
 # --------------------------------------------------------------------------------------------
 # sweep
-def _stage_epochs(st: dict[str, Any], base: dict[str, Any]) -> int:
+def _stage_epochs(run: StageRun) -> int:
     """A trial's epochs when neither ``--epochs`` nor ``tune.epochs`` says: the stage's own, or its
     ``iterations`` rounded up to whole epochs (ASHA compares trials at epoch ends)."""
-    if st["epochs"]:
-        return int(st["epochs"])
-    from pose.data import read_meta
+    st = run.settings
+    if st.epochs:
+        return int(st.epochs)
+    n_train = int(require_packed(Path(run.data.train_dir))["count"])
+    if run.data.train_limit:
+        n_train = min(n_train, int(run.data.train_limit))
+    return math.ceil(int(st.iterations) / max(1, n_train // int(st.batch_size)))
 
-    n_train = int(read_meta(base["data"]["train_dir"])["count"])
-    if base["data"]["train_limit"]:
-        n_train = min(n_train, int(base["data"]["train_limit"]))
-    return math.ceil(int(st["iterations"]) / max(1, n_train // int(st["batch_size"])))
+
+@dataclass
+class _Sweep:
+    """What one sweep runs: the stage's base run (every trial's, before its samples), the search,
+    the budget and the sweep's name (its identity: the same sweep again resumes it)."""
+
+    key: str
+    base: StageRun
+    tcfg: dict[str, Any]
+    space: dict[str, Any]
+    num_samples: int
+    max_conc: int
+    epochs: int
+    searcher: str
+    search_seed: int
+    use_gpu: bool
+    mode: str
+    name: str
+    max_failures: int
 
 
-def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    from workflows.train_loop import build_train_config, check_inputs
-
-    t0 = time.time()
-    ray_env_defaults()
-    root = project_root(args.root)
-    cfg = load_config(args.config)
+def _plan(args: argparse.Namespace, cfg: dict[str, Any], root: Path) -> _Sweep:
+    """Check the flags and the ``tune:`` section, build the base run and name the sweep."""
     key = _stage(cfg, args)
     tcfg = cfg.get("tune") or {}
     if not tcfg:
         raise UserError(f"{args.config}: tune: section missing (search space, num_samples, asha)")
-    space = search_space(tcfg.get("search") or {})
     num_samples = tcfg["num_samples"] if args.num_samples is None else args.num_samples
     max_conc = tcfg["max_concurrent"] if args.max_concurrent is None else args.max_concurrent
     for flag, v in (("--num-samples", num_samples), ("--max-concurrent", max_conc), ("--epochs", args.epochs),
                     ("--num-workers", args.num_workers), ("--stall-timeout", args.stall_timeout)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
-    use_gpu = cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu
-    mode = args.wandb_mode or cfg["wandb"]["mode"]
-
-    base = build_train_config(cfg, key, root, run_name="",
-                              data_dir=Path(args.data).resolve() if args.data else None, wandb=False)
+    use_gpu = bool(cfg["ray"]["use_gpu"] if args.use_gpu is None else args.use_gpu)
+    base = build_stage_run(cfg, key, root, data_dir=Path(args.data).resolve() if args.data else None, wandb=False)
     check_inputs(base)  # data present, previous checkpoint present and of the same model size
-    epochs = args.epochs or tcfg.get("epochs") or _stage_epochs(cfg["train"][key], base)
-    base["epochs"] = int(epochs)
-    # the sweep's identity: the stage run's plus the search; the same sweep again resumes it
+    epochs = int(args.epochs or tcfg.get("epochs") or _stage_epochs(base))
+    base = base.replace(settings=base.settings.with_overrides({"epochs": epochs}))
     searcher = tcfg["searcher"]
     search_seed = cfg["seed"] if tcfg["seed"] is None else tcfg["seed"]
     sweep_id = fingerprint({
-        "run": run_identity(base, args.num_workers, bool(use_gpu)), "search": tcfg["search"],
-        "num_samples": num_samples, "max_concurrent": max_conc, "epochs": int(epochs), "asha": tcfg["asha"],
+        "run": run_identity(base, args.num_workers, use_gpu), "search": tcfg["search"],
+        "num_samples": num_samples, "max_concurrent": max_conc, "epochs": epochs, "asha": tcfg["asha"],
         "metric": tcfg["metric"], "mode": tcfg["mode"], "searcher": searcher, "search_seed": search_seed,
     })
-    sweep_name = run_name(f"tune-{key}", sweep_id)
-    base.update(fingerprint=sweep_id)
-    per_worker = _worker_resources(float(cfg["ray"]["cpus_per_worker"]), bool(use_gpu))
+    per_worker = _worker_resources(base.cpus_per_worker, use_gpu)
     check_capacity({"CPU": _TRIAL_CPU + args.num_workers * per_worker["CPU"],
                     "GPU": args.num_workers * per_worker.get("GPU", 0.0)},
                    f"a trial of {key} ({args.num_workers} worker(s))")
+    return _Sweep(key=key, base=base.replace(fingerprint=sweep_id), tcfg=tcfg,
+                  space=search_space(tcfg.get("search") or {}), num_samples=num_samples, max_conc=max_conc,
+                  epochs=epochs, searcher=searcher, search_seed=search_seed, use_gpu=use_gpu,
+                  mode=args.wandb_mode or cfg["wandb"]["mode"], name=run_name(f"tune-{key}", sweep_id),
+                  max_failures=int(cfg["ray"]["max_failures"]))
 
+
+def _tuner(sw: _Sweep, trainable: Any, callbacks: list[Any], storage: str, sweep_dir: str, resume: bool) -> Any:
+    """The sweep's ``tune.Tuner``: restored from ``sweep_dir`` when it holds this sweep (finished trials
+    kept; unfinished and failed ones run again, each from its own checkpoints; the searcher and ASHA
+    continue from their saved state), else a new one."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    restorable = tune.Tuner.can_restore(sweep_dir)
+    if resume and not restorable:
+        raise UserError(f"--resume: no sweep {sw.name} under {storage} to resume (it is named by its settings: "
+                        "the same stages.yaml, data and flags; without --resume a new sweep starts)")
+    if restorable:
+        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=sw.space)
+        use_callbacks(tuner, callbacks)
+        print(f"[tune {sw.key}] resuming sweep {sw.name} (finished trials kept, the others resume from their "
+              "last checkpoint; --fresh starts over)", flush=True)
+        return tuner
+    tc = sw.tcfg
+    asha = ASHAScheduler(time_attr="epoch", max_t=sw.epochs,  # the epoch, not Tune's report count: restarts keep it
+                         grace_period=min(int(tc["asha"]["grace_period"]), sw.epochs),
+                         reduction_factor=float(tc["asha"]["reduction_factor"]))
+    print(f"[tune {sw.key}] starting sweep {sw.name}", flush=True)
+    return tune.Tuner(
+        trainable,
+        param_space=sw.space,
+        # the searcher limits the trials at once itself (max_concurrent_trials stays unset)
+        tune_config=tune.TuneConfig(metric=tc["metric"], mode=tc["mode"], num_samples=sw.num_samples,
+                                    search_alg=make_searcher(sw.searcher, sw.search_seed, sw.max_conc, sw.num_samples),
+                                    scheduler=asha),
+        run_config=tune.RunConfig(name=sw.name, storage_path=storage, callbacks=callbacks, verbose=1,
+                                  # a trial whose Ray Train run failed (after its own restarts) runs
+                                  # again from its last checkpoint
+                                  failure_config=tune.FailureConfig(max_failures=sw.max_failures)),
+    )
+
+
+def _callbacks(sw: _Sweep, cfg: dict[str, Any], ledger_name: str, wandb_dir: Path, stall_timeout: float | None
+               ) -> list[Any]:
+    """The driver's Tune callbacks: placement-group release, the stall watchdog, one wandb run per trial."""
+    callbacks: list[Any] = [release_callback(ledger_name)]
+    if stall_timeout:
+        callbacks.append(stall_watchdog(float(stall_timeout)))
+    if sw.mode != "disabled":
+        callbacks.append(flushing_wandb_callback(
+            project=cfg["wandb"]["project"], group=sw.name, entity=cfg["wandb"]["entity"], mode=sw.mode,
+            dir=str(wandb_dir), log_config=True, job_type=f"tune-{sw.key}",
+            excludes=["checkpoint_dir_name", "should_checkpoint"],
+            resume="allow",  # a resumed trial continues its wandb run (same id: the trial id)
+            # offline: nothing to upload, so Ray need not wait its default 30 min for a trial's writer
+            **({"upload_timeout": WANDB_FLUSH_TIMEOUT_S} if sw.mode == "offline" else {}),
+        ))
+    return callbacks
+
+
+def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) the sweep ``args`` describes; write its results; returns the summary."""
+    t0 = time.time()
+    ray_env_defaults()
+    root = project_root(args.root)
+    cfg = load_config(args.config)
+    sw = _plan(args, cfg, root)
     storage, _ = ray_storage(root)
-    sweep_dir = f"{storage.rstrip('/')}/{sweep_name}"
+    sweep_dir = f"{storage.rstrip('/')}/{sw.name}"
     if args.fresh:
         remove_run_dir(sweep_dir)
     wandb_dir = outputs_dir(root, "wandb")
     wandb_dir.mkdir(parents=True, exist_ok=True)
-    env = {"WANDB_MODE": mode, "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true",
+    env = {"WANDB_MODE": sw.mode, "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true",
            # worker start-up (a fresh process importing torch) can pass Ray's 60 s on a loaded machine
            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")}
     os.environ.update(env)
@@ -263,63 +344,19 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    ledger_name = f"pg-ledger-{sweep_name}"
+    ledger_name = f"pg-ledger-{sw.name}"
     ledger = ray.remote(num_cpus=0)(PlacementGroupLedger).options(  # noqa: F841 - held while the sweep runs
         name=ledger_name, namespace=LEDGER_NAMESPACE).remote()
-    max_failures = int(cfg["ray"]["max_failures"])
-    trainable = tune.with_resources(
-        _make_trainable(base, sweep_dir, args.num_workers, bool(use_gpu), float(cfg["ray"]["cpus_per_worker"]),
-                        max_failures, ledger=ledger_name),
-        {"CPU": _TRIAL_CPU})
-    callbacks: list[Any] = [release_callback(ledger_name)]
-    if args.stall_timeout:
-        callbacks.append(stall_watchdog(float(args.stall_timeout)))
-    group = sweep_name
-    if mode != "disabled":
-        callbacks.append(flushing_wandb_callback(
-            project=cfg["wandb"]["project"], group=group, entity=cfg["wandb"]["entity"], mode=mode,
-            dir=str(wandb_dir), log_config=True, job_type=f"tune-{key}",
-            excludes=["checkpoint_dir_name", "should_checkpoint"],
-            resume="allow",  # a resumed trial continues its wandb run (same id: the trial id)
-            # offline: nothing to upload, so Ray need not wait its default 30 min for a trial's writer
-            **({"upload_timeout": WANDB_FLUSH_TIMEOUT_S} if mode == "offline" else {}),
-        ))
-    restorable = tune.Tuner.can_restore(sweep_dir)
-    if args.resume and not restorable:
-        raise UserError(f"--resume: no sweep {sweep_name} under {storage} to resume (it is named by its settings: "
-                        "the same stages.yaml, data and flags; without --resume a new sweep starts)")
-    if restorable:
-        # finished trials are kept; unfinished and failed ones run again, each resuming from its own
-        # checkpoints (runs/<trial id>); the searcher and ASHA continue from their saved state
-        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=space)
-        use_callbacks(tuner, callbacks)
-        print(f"[tune {key}] resuming sweep {sweep_name} (finished trials kept, the others resume from their "
-              "last checkpoint; --fresh starts over)", flush=True)
-    else:
-        asha = ASHAScheduler(
-            time_attr="epoch", max_t=int(epochs),  # the epoch, not Tune's report count: restarts keep it
-            grace_period=min(int(tcfg["asha"]["grace_period"]), int(epochs)),
-            reduction_factor=float(tcfg["asha"]["reduction_factor"]),
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            # the searcher limits the trials at once itself (max_concurrent_trials stays unset)
-            tune_config=tune.TuneConfig(metric=tcfg["metric"], mode=tcfg["mode"], num_samples=num_samples,
-                                        search_alg=make_searcher(searcher, search_seed, max_conc, num_samples),
-                                        scheduler=asha),
-            run_config=tune.RunConfig(name=sweep_name, storage_path=storage, callbacks=callbacks, verbose=1,
-                                      # a trial whose Ray Train run failed (after its own restarts) runs
-                                      # again from its last checkpoint
-                                      failure_config=tune.FailureConfig(max_failures=max_failures)),
-        )
-        print(f"[tune {key}] starting sweep {sweep_name}", flush=True)
-    print(f"[tune {key}] {num_samples} trial(s), {max_conc} at once, {epochs} epoch(s) each, {searcher} search "
-          f"(seed {search_seed}) of {', '.join(space)}; wandb {mode} group {group}", flush=True)
-    if "heatmap2_std" in space and cfg["train"][key].get("heatmap2_init") == "upsample":
+    trainable = tune.with_resources(_make_trainable(sw, sweep_dir, args.num_workers, ledger=ledger_name),
+                                    {"CPU": _TRIAL_CPU})
+    tuner = _tuner(sw, trainable, _callbacks(sw, cfg, ledger_name, wandb_dir, args.stall_timeout), storage,
+                   sweep_dir, args.resume)
+    key = sw.key
+    print(f"[tune {key}] {sw.num_samples} trial(s), {sw.max_conc} at once, {sw.epochs} epoch(s) each, "
+          f"{sw.searcher} search (seed {sw.search_seed}) of {', '.join(sw.space)}; wandb {sw.mode} group {sw.name}",
+          flush=True)
+    if "heatmap2_std" in sw.space and cfg["train"][key].get("heatmap2_init") == "upsample":
         print(f"[tune {key}] heatmap2_std is searched: trials re-initialise heatmap2 (heatmap2_init: normal) "
               "instead of resampling the previous stage's", flush=True)
     try:
@@ -329,12 +366,13 @@ def run_sweep(args: argparse.Namespace) -> dict[str, Any]:
         if stalled is None:
             raise
         raise UserError(f"tune {key}: {stalled}") from None
-    summary = _summarise(grid, key, tcfg, list(space), epochs, group, mode, sweep_name, sweep_dir, time.time() - t0)
-    summary["searcher"], summary["search_seed"] = searcher, search_seed
+    summary = _summarise(grid, key, sw.tcfg, list(sw.space), sw.epochs, sw.name, sw.mode, sw.name, sweep_dir,
+                         time.time() - t0)
+    summary["searcher"], summary["search_seed"] = sw.searcher, sw.search_seed
     out = outputs_dir(root, "tune", key)
     _write_results(summary, out)
     b = summary["best"]
-    print(f"[tune {key}] best {tcfg['metric']} {b['metric']:.2f} with "
+    print(f"[tune {key}] best {sw.tcfg['metric']} {b['metric']:.2f} with "
           + ", ".join(f"{k}={v:.4g}" for k, v in b["params"].items())
           + f" ({summary['num_completed']} completed, {summary['num_stopped_early']} stopped early); wrote {out}",
           flush=True)
@@ -353,54 +391,36 @@ def _stage(cfg: dict[str, Any], args: argparse.Namespace) -> str:
     return key
 
 
-def _make_trainable(base: dict[str, Any], sweep_dir: str, num_workers: int, use_gpu: bool, cpus: float,
-                    max_failures: int, ledger: str | None = None):
+def _make_trainable(sw: _Sweep, sweep_dir: str, num_workers: int, ledger: str | None = None):
     """A function trainable that runs one Ray Train fit of the stage per trial (Ray 2.60's Train V2 runs
-    a Ray Train job inside a Tune trial only from a function trainable, not as ``Tuner(trainer)``).
+    a Ray Train job inside a Tune trial only from a function trainable, not as ``Tuner(trainer)``), set
+    up by ``workflows.raytrain`` as every other Ray Train job.
 
     Each trial trains with its own checkpoint store, ``<sweep_dir>/runs/<trial id>``, so a trial that
     runs again (a retry, or a resumed sweep) continues from its last checkpoint. ``ledger``: name of
     the placement-group ledger actor the trial's Train workers register their placement
     group with (see ``workflows.tune_workarounds``).
     """
-    key = base["stage"]
 
     def trial(sampled: dict[str, Any]) -> None:
-        import ray
         from ray import tune
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
-
-        from workflows.runs import BOARD_NAMESPACE, RunBoard
 
         ctx = tune.get_context()
         trial_id = ctx.get_trial_id()
         run_dir = f"{sweep_dir}/runs/{trial_id}"
-        board = f"board-{trial_id}-{uuid.uuid4().hex[:6]}"
-        # held until fit() returns: an actor nobody references is ended by Ray
-        board_actor = ray.remote(num_cpus=0)(RunBoard).options(name=board, namespace=BOARD_NAMESPACE).remote()
-        resources = _worker_resources(cpus, use_gpu)
-        config = {**base, **sampled, "run_name": f"train-{ctx.get_trial_name()}", "run_dir": run_dir,
-                  "board": board, "max_failures": max_failures, "_pg_ledger": ledger, "_trial_id": trial_id}
-        trainer = TorchTrainer(
-            _trial_train_func,
-            train_loop_config=config,
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-            run_config=RunConfig(name=time.strftime("attempt-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-                                 storage_path=f"{run_dir}/ray", callbacks=[TuneReportCallback()],
-                                 # a lost worker restarts the group from the trial's last checkpoint;
-                                 # Train V2 retries a worker group that cannot start forever by default
-                                 # (controller_failure_limit=-1): a trial whose CPUs never come free
-                                 # would hold the sweep; fail it instead (ASHA goes on with the others)
-                                 failure_config=FailureConfig(max_failures=max_failures,
-                                                              controller_failure_limit=START_RETRIES)),
-        )
-        trainer.fit()
-        del board_actor
+        run = sw.base.replace(run_name=f"train-{ctx.get_trial_name()}", run_dir=run_dir, max_failures=sw.max_failures)
+        config = {**run.loop_config(), **sampled, "_pg_ledger": ledger, "_trial_id": trial_id}
+        board = start_board(config, prefix=f"board-{trial_id}")  # noqa: F841 - held until fit() returns
+        # a lost worker restarts the group from the trial's last checkpoint; Train V2 retries a worker
+        # group that cannot start for ever by default: a trial whose CPUs never come free would hold
+        # the sweep; fail it instead (ASHA goes on with the others)
+        torch_trainer(_trial_train_func, config, storage_path=f"{run_dir}/ray", workers=num_workers,
+                      resources=_worker_resources(sw.base.cpus_per_worker, sw.use_gpu), use_gpu=sw.use_gpu,
+                      max_failures=sw.max_failures, callbacks=[TuneReportCallback()],
+                      controller_failure_limit=START_RETRIES).fit()
 
-    trial.__name__ = trial.__qualname__ = key  # trials are named d2_16_<id> (also the wandb run names)
+    trial.__name__ = trial.__qualname__ = sw.key  # trials are named d2_16_<id> (also the wandb run names)
     return trial
 
 
@@ -415,8 +435,6 @@ def _worker_resources(cpus: float, use_gpu: bool) -> dict[str, float]:
 
 def _trial_train_func(config: dict[str, Any]) -> None:
     """Ray Train worker entry of a trial: register the worker group's placement group, then train."""
-    from workflows.train_loop import train_func
-
     config = dict(config)
     register_placement_group(config.pop("_pg_ledger", None), config.pop("_trial_id", None))
     train_func(config)
@@ -529,7 +547,7 @@ def apply_best(args: argparse.Namespace) -> dict[str, float]:
     for k, v in params.items():
         entry[k] = float(f"{float(v):.6g}")
     changed_init = "heatmap2_std" in params and entry.get("heatmap2_init", "normal") != "normal"
-    if changed_init:  # the trials re-initialised heatmap2 (config.effective_stage): so does the stage
+    if changed_init:  # the trials re-initialised heatmap2 (StageSettings.with_overrides): so does the stage
         entry["heatmap2_init"] = "normal"
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
     with open(tmp, "w") as f:

@@ -27,12 +27,17 @@ experiments in one group).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from workflows.common import outputs_dir
+from workflows.config import stage_chain
+from workflows.stage_run import StageRun
 
 __all__ = [
     "CURRICULUM_STEP",
@@ -69,8 +74,6 @@ def curriculum_group(cfg: Mapping[str, Any], data_dir: str | Path) -> str:
 
 def previous_budgets(cfg: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     """``{iterations, epochs, batch_size}`` of each stage before ``key`` on its ``init`` chain."""
-    from workflows.config import stage_chain
-
     return [{k: cfg["train"][s][k] for k in ("iterations", "epochs", "batch_size")}
             for s in stage_chain(cfg, key)[:-1]]
 
@@ -94,11 +97,14 @@ def _init(wb: Mapping[str, Any], curriculum_step: bool, **kwargs: Any):
     return run
 
 
-def init_stage_run(config: Mapping[str, Any]):
-    """The wandb run of a training stage (rank 0 of ``workflows.train_loop``): id = the stage run's name,
-    so a resumed stage run (same name) continues it instead of adding one."""
-    return _init(config["wandb"], True, id=config["run_name"], resume="allow", name=config["stage"], job_type="stage",
-                 config={k: v for k, v in config.items() if k not in ("wandb", "board")})
+def init_stage_run(run: StageRun):
+    """The wandb run of a training stage ``run`` (rank 0 of ``workflows.train_loop``): id = the stage run's name, so a resumed stage run (same name)
+    continues it instead of adding one."""
+    config = {"stage": run.stage, "settings": run.settings.as_dict(), "model": run.model,
+              "targets": {"sigma_2d": run.sigma_2d, "depth_range": list(run.depth_range)},
+              "data": dataclasses.asdict(run.data), "init_checkpoint": run.init_checkpoint, "seed": run.seed,
+              "run_name": run.run_name, "fingerprint": run.fingerprint}
+    return _init(run.wandb, True, id=run.run_name, resume="allow", name=run.stage, job_type="stage", config=config)
 
 
 def log_epoch(run, metrics: Mapping[str, Any], curriculum_iteration: int) -> None:
@@ -121,8 +127,6 @@ def log_evaluation(cfg: Mapping[str, Any], root: Path, result: Mapping[str, Any]
     """The evaluation's run in the curriculum's group: tables, plots, gallery, final numbers. Returns
     the group."""
     import wandb
-
-    from workflows.common import outputs_dir
 
     wb = {**cfg["wandb"], "dir": str(outputs_dir(root, "wandb"))}
     wb["group"] = curriculum_group(cfg, outputs_dir(root, "data", "packed"))

@@ -35,6 +35,7 @@ from pose.lifting.model import (
     save_lifter,
 )
 from pose.lifting.training import (
+    Checkpointing,
     CycleOutput,
     SupervisedConfig,
     UnsupervisedConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "random_rotation",
     "rotate",
     "save_lifter",
+    "Checkpointing",
     "train_supervised",
     "train_unsupervised",
     "unrotate",

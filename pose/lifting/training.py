@@ -8,6 +8,7 @@ joints and coordinates of squared differences; the adversarial terms are batch m
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from pose.lifting.geometry import (
     NUM_JOINTS,
@@ -30,6 +32,7 @@ from pose.lifting.geometry import (
 from pose.lifting.model import Discriminator, Lifter, LifterConfig, lift
 
 __all__ = [
+    "Checkpointing",
     "CycleOutput",
     "SupervisedConfig",
     "UnsupervisedConfig",
@@ -197,30 +200,133 @@ def _record(G: nn.Module, it: int, rec: dict, history: list, eval_fn, log_fn) ->
         log_fn(it, rec)
 
 
+@dataclass
+class Checkpointing:
+    """How a lifter's training is checkpointed and resumed (``workflows/lift.py`` keeps the files).
+
+    Every ``every`` iterations (not at the last) ``save(iteration, state, lifter)`` receives the whole
+    training state — weights, optimisers, the batch generator's and torch's RNG states, the history
+    and the running sums of the current record — as plain objects for ``torch.save``; training given
+    such a ``state`` continues from it as if never interrupted (the same batches, the same result).
+    """
+
+    every: int = 0
+    save: Callable[[int, dict, Lifter], None] | None = None
+    state: dict | None = None
+
+
+def _snapshot(it: int, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer],
+              gen: torch.Generator, history: list, sums: dict, seconds: float) -> dict:
+    """The training state at iteration ``it``, copied (training goes on changing the live tensors)."""
+    return copy.deepcopy({"iteration": it, "nets": {k: m.state_dict() for k, m in nets.items()},
+                          "optimizers": {k: o.state_dict() for k, o in opts.items()}, "generator": gen.get_state(),
+                          "torch_rng": torch.get_rng_state(), "history": history, "sums": sums, "seconds": seconds})
+
+
+def _restore(state: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer],
+             gen: torch.Generator) -> int:
+    """Load ``state`` (:func:`_snapshot`) into the networks, optimisers and generator; returns its iteration."""
+    for k, m in nets.items():
+        m.load_state_dict(state["nets"][k])
+    for k, o in opts.items():
+        o.load_state_dict(state["optimizers"][k])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["iteration"])
+
+
+@dataclass
+class _Gan:
+    """The networks and optimisers of the unsupervised lifter: lifter ``G``, 2D discriminator ``D``
+    and (with ``temporal``) the temporal discriminator ``T``."""
+
+    G: Lifter
+    D: Discriminator
+    T: Discriminator | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+    @classmethod
+    def make(cls, cfg: UnsupervisedConfig) -> _Gan:
+        G = Lifter(cfg.lifter)
+        D = Discriminator(cfg.disc_width, cfg.disc_blocks)
+        T = Discriminator(cfg.disc_width, cfg.disc_blocks) if cfg.temporal else None
+        d_params = list(D.parameters()) + (list(T.parameters()) if T is not None else [])
+        return cls(G, D, T, torch.optim.Adam(G.parameters(), lr=cfg.lr), torch.optim.Adam(d_params, lr=cfg.lr_disc))
+
+    def nets(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D, **({"T": self.T} if self.T is not None else {})}
+
+    def opts(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.opt_g, "D": self.opt_d}
+
+
+def _unsup_step(gan: _Gan, x: torch.Tensor, x_next: torch.Tensor | None, real: torch.Tensor, R: torch.Tensor,
+                cfg: UnsupervisedConfig) -> dict[str, float]:
+    """One iteration of Chen et al.'s objective on 2D batch ``x`` (its temporal neighbours ``x_next``),
+    real 2D poses ``real`` for the discriminator and rotations ``R``; returns the record's increments."""
+    lc, norm = cfg.lifter, cfg.lifter.norm
+    out = cycle(gan.G, x, R, lc.camera, lc.c)
+    l2d, l3d = cycle_losses(out, x, cfg.stop_grad_3d)
+    fake = normalize_2d(out.x_rot, norm)[0]
+    lf, lr_ = gan.D(fake), gan.D(real)
+    acc = disc_accuracy(lr_.detach(), lf.detach())
+    up_g, up_d = cap_gates(acc, cfg.cap)
+    loss_g = gen_adv_loss(lf) + cfg.w_2d * l2d + cfg.w_3d * l3d
+    if cfg.w_heuristic > 0:
+        loss_g = loss_g + cfg.w_heuristic * kudo_heuristic_loss(out.X)
+    if gan.T is not None:
+        x2_rot = project(rotate(lift(gan.G, x_next), R), lc.camera, lc.c)
+        fake_t = normalize_2d(out.x_rot, norm)[0] - normalize_2d(x2_rot, norm)[0]
+        lft = gan.T(fake_t)
+        lrt = gan.T(x - x_next)  # after the fake batch: the batch-norm statistics update in this order
+        loss_g = loss_g + cfg.w_t * gen_adv_loss(lft)
+    inc = {"l_g": float(loss_g.detach()), "l_d": 0.0, "l2d": float(l2d.detach()), "l3d": float(l3d.detach()),
+           "acc": acc, "g_steps": 0, "d_steps": 0}
+    if up_g:
+        gan.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        gan.opt_g.step()
+        inc["g_steps"] = 1
+    if up_d:
+        gan.opt_d.zero_grad(set_to_none=True)
+        loss_d = disc_loss(lr_, gan.D(fake.detach()))
+        if gan.T is not None:
+            loss_d = loss_d + disc_loss(lrt, gan.T(fake_t.detach()))
+        loss_d.backward()
+        gan.opt_d.step()
+        inc["d_steps"], inc["l_d"] = 1, float(loss_d.detach())
+    return inc
+
+
+def _iterations(start: int, total: int, progress: bool, desc: str):
+    its = range(start + 1, total + 1)
+    return tqdm(its, desc=desc, mininterval=5.0) if progress else its
+
+
+_UNSUP_SUMS = {"l_g": 0.0, "l_d": 0.0, "l2d": 0.0, "l3d": 0.0, "acc": 0.0, "g_steps": 0, "d_steps": 0, "n": 0}
+
+
 def train_unsupervised(x_unit, cfg: UnsupervisedConfig | None = None, next_index=None,
                        eval_fn: Callable[[Lifter], dict] | None = None, progress: bool = False,
-                       log_fn: Callable[[int, dict], None] | None = None) -> tuple[Lifter, list[dict]]:
+                       log_fn: Callable[[int, dict], None] | None = None,
+                       checkpointing: Checkpointing | None = None) -> tuple[Lifter, list[dict]]:
     """Train a depth lifter from unit-space 2D poses ``(N, 17, 2)`` alone (never reads 3D).
 
     ``next_index (N,)`` int: index of each pose's temporal neighbour (−1 if none), needed when
     ``cfg.temporal``. ``eval_fn(lifter) -> dict`` is called every ``cfg.eval_every`` iterations and
-    at the end; ``log_fn(iteration, record)`` receives each record. Returns (lifter in eval mode,
-    history of records with losses, D accuracy, gate counts and eval results).
+    at the end; ``log_fn(iteration, record)`` receives each record; ``checkpointing`` saves and
+    resumes (:class:`Checkpointing`). Returns (lifter in eval mode, history of records with losses,
+    D accuracy, gate counts and eval results).
     """
-    cfg = cfg or UnsupervisedConfig()
+    cfg, ck = cfg or UnsupervisedConfig(), checkpointing or Checkpointing()
     x_all = torch.as_tensor(np.asarray(x_unit), dtype=torch.float32)
     check_2d(x_all, "x_unit")
     if len(x_all) == 0:
         raise ValueError("x_unit: no poses to train on")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    lc = cfg.lifter
-    G = Lifter(lc)
-    D = Discriminator(cfg.disc_width, cfg.disc_blocks)
-    T = Discriminator(cfg.disc_width, cfg.disc_blocks) if cfg.temporal else None
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr)
-    d_params = list(D.parameters()) + (list(T.parameters()) if T is not None else [])
-    opt_d = torch.optim.Adam(d_params, lr=cfg.lr_disc)
+    gan = _Gan.make(cfg)
     if cfg.temporal:
         if next_index is None:
             raise ValueError("next_index: required when temporal=True")
@@ -229,73 +335,34 @@ def train_unsupervised(x_unit, cfg: UnsupervisedConfig | None = None, next_index
         if len(valid) == 0:
             raise ValueError("next_index: no pose has a temporal neighbour")
     azim, elev = math.radians(cfg.azim_range_deg), math.radians(cfg.elev_range_deg)
-    norm = lc.norm
-    history: list[dict] = []
-    stats = {"l_g": 0.0, "l_d": 0.0, "l2d": 0.0, "l3d": 0.0, "acc": 0.0, "g_steps": 0, "d_steps": 0, "n": 0}
-    it_range = range(1, cfg.iterations + 1)
-    if progress:
-        from tqdm import tqdm
-
-        it_range = tqdm(it_range, desc="lift-unsup", mininterval=5.0)
-    t0 = time.time()
-    G.train()
-    D.train()
-    for it in it_range:
+    history, sums, start, t0 = [], dict(_UNSUP_SUMS), 0, time.time()
+    if ck.state is not None:
+        start = _restore(ck.state, gan.nets(), gan.opts(), gen)
+        history, sums, t0 = list(ck.state["history"]), dict(ck.state["sums"]), time.time() - ck.state["seconds"]
+    gan.G.train()
+    gan.D.train()
+    for it in _iterations(start, cfg.iterations, progress, "lift-unsup"):
+        x_next = None
         if cfg.temporal:
             idx = valid[torch.randint(0, len(valid), (cfg.batch_size,), generator=gen)]
-            x = x_all[idx]
-            x_next = x_all[nxt[idx]]
+            x, x_next = x_all[idx], x_all[nxt[idx]]
         else:
-            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
-            x = x_all[idx]
+            x = x_all[torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)]
         real = x_all[torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)]
         R = random_rotation(cfg.batch_size, azim, elev, gen)
-        out = cycle(G, x, R, lc.camera, lc.c)
-        l2d, l3d = cycle_losses(out, x, cfg.stop_grad_3d)
-        fake = normalize_2d(out.x_rot, norm)[0]
-        lf = D(fake)
-        lr_ = D(real)
-        acc = disc_accuracy(lr_.detach(), lf.detach())
-        up_g, up_d = cap_gates(acc, cfg.cap)
-        loss_g = gen_adv_loss(lf) + cfg.w_2d * l2d + cfg.w_3d * l3d
-        if cfg.w_heuristic > 0:
-            loss_g = loss_g + cfg.w_heuristic * kudo_heuristic_loss(out.X)
-        if T is not None:
-            X2 = lift(G, x_next)
-            x2_rot = project(rotate(X2, R), lc.camera, lc.c)
-            fake_t = normalize_2d(out.x_rot, norm)[0] - normalize_2d(x2_rot, norm)[0]
-            real_t = x - x_next
-            lft = T(fake_t)
-            lrt = T(real_t)
-            loss_g = loss_g + cfg.w_t * gen_adv_loss(lft)
-        if up_g:
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            stats["g_steps"] += 1
-        if up_d:
-            opt_d.zero_grad(set_to_none=True)
-            loss_d = disc_loss(lr_, D(fake.detach()))
-            if T is not None:
-                loss_d = loss_d + disc_loss(lrt, T(fake_t.detach()))
-            loss_d.backward()
-            opt_d.step()
-            stats["d_steps"] += 1
-            stats["l_d"] += float(loss_d.detach())
-        stats["l_g"] += float(loss_g.detach())
-        stats["l2d"] += float(l2d.detach())
-        stats["l3d"] += float(l3d.detach())
-        stats["acc"] += acc
-        stats["n"] += 1
-        last = it == cfg.iterations
-        if (cfg.eval_every and it % cfg.eval_every == 0) or last:
-            n = max(stats.pop("n"), 1)
+        for k, v in _unsup_step(gan, x, x_next, real, R, cfg).items():
+            sums[k] += v
+        sums["n"] += 1
+        if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
+            n = max(sums.pop("n"), 1)
             rec = {"iteration": it, "seconds": time.time() - t0}
-            rec.update({k: (v / n if k not in ("g_steps", "d_steps") else v) for k, v in stats.items()})
-            _record(G, it, rec, history, eval_fn, log_fn)
-            stats = dict.fromkeys(stats, 0.0) | {"g_steps": 0, "d_steps": 0, "n": 0}
-    G.eval()
-    return G, history
+            rec.update({k: (v / n if k not in ("g_steps", "d_steps") else v) for k, v in sums.items()})
+            _record(gan.G, it, rec, history, eval_fn, log_fn)
+            sums = dict(_UNSUP_SUMS)
+        if ck.every and ck.save is not None and it % ck.every == 0 and it < cfg.iterations:
+            ck.save(it, _snapshot(it, gan.nets(), gan.opts(), gen, history, sums, time.time() - t0), gan.G)
+    gan.G.eval()
+    return gan.G, history
 
 
 def _apply_max_norm(model: nn.Module) -> None:
@@ -311,14 +378,15 @@ def _apply_max_norm(model: nn.Module) -> None:
 def train_supervised(x_unit, y_unit, cfg: SupervisedConfig | None = None,
                      eval_fn: Callable[[Lifter], dict] | None = None, progress: bool = False,
                      log_fn: Callable[[int, dict], None] | None = None,
-                     unit_mm: float | None = None) -> tuple[Lifter, list[dict]]:
+                     unit_mm: float | None = None, checkpointing: Checkpointing | None = None) -> tuple[Lifter, list[dict]]:
     """Supervised lifter: unit-space 2D ``(N, 17, 2)`` → root-relative unit-space 3D ``(N, 17, 3)``.
 
     ``y_unit`` is the 3D target in the same unit as the input (see ``pose.lifting.data.to_unit_space``).
     With ``output="depth"`` only the z channel is regressed (MSE); with ``"xyz"`` all of it.
-    ``unit_mm`` (mean 3D scale of the training set, mm) is stored in the lifter for :func:`lift_2d`.
+    ``unit_mm`` (mean 3D scale of the training set, mm) is stored in the lifter for :func:`lift_2d`;
+    ``checkpointing`` saves and resumes (:class:`Checkpointing`).
     """
-    cfg = cfg or SupervisedConfig()
+    cfg, ck = cfg or SupervisedConfig(), checkpointing or Checkpointing()
     x_all = torch.as_tensor(np.asarray(x_unit), dtype=torch.float32)
     y_all = torch.as_tensor(np.asarray(y_unit), dtype=torch.float32)
     check_2d(x_all, "x_unit")
@@ -333,16 +401,12 @@ def train_supervised(x_unit, y_unit, cfg: SupervisedConfig | None = None,
         G.unit_mm.fill_(float(unit_mm))
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr)
     y_all = y_all - y_all[:, :1]
-    history: list[dict] = []
-    acc_loss, n = 0.0, 0
-    t0 = time.time()
-    it_range = range(1, cfg.iterations + 1)
-    if progress:
-        from tqdm import tqdm
-
-        it_range = tqdm(it_range, desc="lift-sup", mininterval=5.0)
+    history, sums, start, t0 = [], {"loss": 0.0, "n": 0}, 0, time.time()
+    if ck.state is not None:
+        start = _restore(ck.state, {"G": G}, {"G": opt}, gen)
+        history, sums, t0 = list(ck.state["history"]), dict(ck.state["sums"]), time.time() - ck.state["seconds"]
     G.train()
-    for it in it_range:
+    for it in _iterations(start, cfg.iterations, progress, "lift-sup"):
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cfg.lr_decay ** (it / cfg.lr_decay_every)
         idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
@@ -354,12 +418,13 @@ def train_supervised(x_unit, y_unit, cfg: SupervisedConfig | None = None,
         opt.step()
         if cfg.max_norm:
             _apply_max_norm(G.net)
-        acc_loss += float(loss.detach())
-        n += 1
+        sums["loss"] += float(loss.detach())
+        sums["n"] += 1
         if (cfg.eval_every and it % cfg.eval_every == 0) or it == cfg.iterations:
-            rec = {"iteration": it, "seconds": time.time() - t0, "loss": acc_loss / max(n, 1)}
+            rec = {"iteration": it, "seconds": time.time() - t0, "loss": sums["loss"] / max(sums["n"], 1)}
             _record(G, it, rec, history, eval_fn, log_fn)
-            acc_loss, n = 0.0, 0
+            sums = {"loss": 0.0, "n": 0}
+        if ck.every and ck.save is not None and it % ck.every == 0 and it < cfg.iterations:
+            ck.save(it, _snapshot(it, {"G": G}, {"G": opt}, gen, history, sums, time.time() - t0), G)
     G.eval()
     return G, history
-
