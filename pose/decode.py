@@ -26,7 +26,7 @@ numpy out). Bad input raises one ``ValueError`` naming the argument.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,29 +315,9 @@ def fit_root_depth(
     b, j = uv.shape[:2]
     dt = torch.float64
     uv, z, k = uv.to(dt), z.to(dt), k.to(dt)
-    try:
-        limbs = [tuple(int(i) for i in lp) for lp in limbs]
-        ok = bool(limbs) and all(len(lp) == 2 and 0 <= min(lp) and max(lp) < j for lp in limbs)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"limbs: expected (parent, child) joint pairs with indices in [0, {j})")
-    n_limbs = len(limbs)
-    tgt, _ = _as_tensor(limb_lengths, "limb_lengths")
-    tgt = tgt.to(device=uv.device, dtype=dt)
-    if tuple(tgt.shape) == (n_limbs,):
-        tgt = tgt.expand(b, n_limbs)
-    if tuple(tgt.shape) != (b, n_limbs):
-        raise ValueError(f"limb_lengths: expected shape ({n_limbs},) or ({b}, {n_limbs}), got {tuple(tgt.shape)}")
-    if not torch.isfinite(tgt).all() or (tgt <= 0).any():
-        raise ValueError("limb_lengths: expected finite positive lengths")
-    z0 = _positive(z0, "z0")
-    try:
-        lo, hi = (z0 / 20.0, 25.0 * z0) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    except (TypeError, ValueError, IndexError) as exc:
-        raise ValueError(f"bounds: expected (low, high) in mm, got {bounds!r}") from exc
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
-        raise ValueError(f"bounds: expected 0 < low < high, got {bounds!r}")
+    limbs = _check_limbs(limbs, j)
+    tgt = _target_lengths(limb_lengths, b, len(limbs), uv.device)
+    lo, hi = _depth_bounds(z0, bounds)
     grid_points = _check_int(grid_points, "grid_points", 3)
     iterations = _check_int(iterations, "iterations", 0)
 
@@ -356,10 +336,56 @@ def fit_root_depth(
         return ((length - tgt[:, None]) ** 2).sum(-1)
 
     grid = torch.logspace(math.log10(lo), math.log10(hi), grid_points, dtype=dt, device=uv.device)
-    grid = grid.expand(b, grid_points)
+    root = _grid_then_golden_section(cost, grid.expand(b, grid_points), iterations)
+    if not was_np and isinstance(uv_img_px, torch.Tensor):
+        root = root.to(uv_img_px.dtype if uv_img_px.is_floating_point() else torch.float32)
+    return _out(root, was_np)
+
+
+def _check_limbs(limbs: Sequence[tuple[int, int]], j: int) -> list[tuple[int, int]]:
+    try:
+        limbs = [tuple(int(i) for i in lp) for lp in limbs]
+        ok = bool(limbs) and all(len(lp) == 2 and 0 <= min(lp) and max(lp) < j for lp in limbs)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"limbs: expected (parent, child) joint pairs with indices in [0, {j})")
+    return limbs
+
+
+def _target_lengths(limb_lengths, b: int, n_limbs: int, device: torch.device) -> torch.Tensor:
+    """``limb_lengths`` (L,) or (B, L) mm as a checked (B, L) float64 tensor."""
+    tgt, _ = _as_tensor(limb_lengths, "limb_lengths")
+    tgt = tgt.to(device=device, dtype=torch.float64)
+    if tuple(tgt.shape) == (n_limbs,):
+        tgt = tgt.expand(b, n_limbs)
+    if tuple(tgt.shape) != (b, n_limbs):
+        raise ValueError(f"limb_lengths: expected shape ({n_limbs},) or ({b}, {n_limbs}), got {tuple(tgt.shape)}")
+    if not torch.isfinite(tgt).all() or (tgt <= 0).any():
+        raise ValueError("limb_lengths: expected finite positive lengths")
+    return tgt
+
+
+def _depth_bounds(z0: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """The searched root depths (mm): ``bounds``, or ``(z0/20, 25·z0)``."""
+    z0 = _positive(z0, "z0")
+    try:
+        lo, hi = (z0 / 20.0, 25.0 * z0) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"bounds: expected (low, high) in mm, got {bounds!r}") from exc
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(f"bounds: expected 0 < low < high, got {bounds!r}")
+    return lo, hi
+
+
+def _grid_then_golden_section(cost: Callable[[torch.Tensor], torch.Tensor], grid: torch.Tensor,
+                              iterations: int) -> torch.Tensor:
+    """Per row of ``grid`` (B, K): the minimiser of ``cost`` — the best grid point's neighbourhood
+    refined by ``iterations`` golden-section steps. Returns (B,)."""
+    n = grid.shape[1]
     best = cost(grid).argmin(dim=1)
     left = grid.gather(1, (best - 1).clamp_min(0)[:, None])[:, 0]
-    right = grid.gather(1, (best + 1).clamp_max(grid_points - 1)[:, None])[:, 0]
+    right = grid.gather(1, (best + 1).clamp_max(n - 1)[:, None])[:, 0]
     inv_phi = (math.sqrt(5.0) - 1.0) / 2.0
     x1 = right - inv_phi * (right - left)
     x2 = left + inv_phi * (right - left)
@@ -377,10 +403,7 @@ def fit_root_depth(
             torch.where(go_left, new_x1, x2),
             torch.where(go_left, cost(new_x1[:, None])[:, 0], f2),
         )
-    root = 0.5 * (left + right)
-    if not was_np and isinstance(uv_img_px, torch.Tensor):
-        root = root.to(uv_img_px.dtype if uv_img_px.is_floating_point() else torch.float32)
-    return _out(root, was_np)
+    return 0.5 * (left + right)
 
 
 # --- the decode pipeline: network output -> joints ------------------------------------------------

@@ -408,6 +408,46 @@ def _batch_field(batch: dict, key: str, shape: tuple[int, ...], device: torch.de
     return v.to(device=device, dtype=dtype) if dtype is not None else v.to(device=device)
 
 
+def _loss_inputs(hm2d: torch.Tensor, vol: torch.Tensor, batch: dict
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check the outputs and the batch of :func:`c2f_loss`: (joints_2d (B, J, 2) px, z_rel (B, J) mm —
+    both zeroed where they are not used —, has_depth (B,), visible (B, J))."""
+    _check_tensor(hm2d, "hm2d", 4)
+    _check_volume(vol, "vol")
+    B, J, H, W = hm2d.shape
+    D = vol.shape[2]
+    if tuple(vol.shape) != (B, J, D, H, W):
+        raise ValueError(f"vol must have shape (B, J, D, H, W) = {(B, J, 'D', H, W)} matching hm2d, got {tuple(vol.shape)}")
+    if not isinstance(batch, dict):
+        raise ValueError(f"batch must be a dict, got {type(batch).__name__}")
+    dev = vol.device
+    j2 = _batch_field(batch, "joints_2d", (B, J, 2), dev, torch.float32)
+    z = _batch_field(batch, "z_rel", (B, J), dev, torch.float32)
+    has_depth = _batch_field(batch, "has_depth", (B,), dev, None, True).bool()
+    visible = _batch_field(batch, "visible", (B, J), dev, None, True).bool()
+    j2 = torch.where(visible[..., None], j2, torch.zeros_like(j2))
+    z = torch.where(visible & has_depth[:, None], z, torch.zeros_like(z))
+    finite = torch.stack([torch.isfinite(j2).all(), torch.isfinite(z).all()]).tolist()  # one sync
+    for key, ok in zip(("joints_2d", "z_rel"), finite, strict=True):
+        if not ok:
+            raise ValueError(f"batch[{key!r}] contains NaN or infinite values for visible joints "
+                             "(of samples with depth, for z_rel)")
+    return j2, z, has_depth, visible
+
+
+def _adaptive_integral(xyz: torch.Tensor, coords: torch.Tensor, visible: torch.Tensor, vis_f: torch.Tensor,
+                       hd_int: torch.Tensor, z_scale: float, B: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adaptive objective's integral pairs, x-y and z (scaled to cells), each balanced by itself."""
+    d = xyz - coords.to(xyz.dtype)
+    dxy, dz = d[..., :2], d[..., 2] * z_scale
+    axy = (dxy.detach().abs() * vis_f[..., None]).sum() / (2 * vis_f.sum()).clamp_min(1)
+    vz = (visible & hd_int[:, None]).to(dz.dtype)
+    az = (dz.detach().abs() * vz).sum() / vz.sum().clamp_min(1)
+    sqxy = (dxy.square() * vis_f[..., None]).sum()
+    sqz = (dz.square() * vz).sum()
+    return _adaptive_term(sqxy, axy, B, eps), _adaptive_term(sqz, az, B, eps)
+
+
 def c2f_loss(hm2d: torch.Tensor, vol: torch.Tensor, batch: dict, cfg: LossConfig | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:
     """Combined C2F objective on the two stage outputs; targets are built here from coordinates.
@@ -423,27 +463,10 @@ def c2f_loss(hm2d: torch.Tensor, vol: torch.Tensor, batch: dict, cfg: LossConfig
         ``integral`` (I1 / adaptive with integral), ``total``.
     """
     cfg = cfg or LossConfig()
-    _check_tensor(hm2d, "hm2d", 4)
-    _check_volume(vol, "vol")
+    j2, z, has_depth, visible = _loss_inputs(hm2d, vol, batch)
     B, J, H, W = hm2d.shape
     D = vol.shape[2]
-    if tuple(vol.shape) != (B, J, D, H, W):
-        raise ValueError(f"vol must have shape (B, J, D, H, W) = {(B, J, 'D', H, W)} matching hm2d, got {tuple(vol.shape)}")
-    if not isinstance(batch, dict):
-        raise ValueError(f"batch must be a dict, got {type(batch).__name__}")
-    dev = vol.device
-    j2 = _batch_field(batch, "joints_2d", (B, J, 2), dev, torch.float32)
-    z = _batch_field(batch, "z_rel", (B, J), dev, torch.float32)
-    has_depth = _batch_field(batch, "has_depth", (B,), dev, None, True).bool()
-    visible = _batch_field(batch, "visible", (B, J), dev, None, True).bool()
     vis3 = visible & has_depth[:, None]
-    j2 = torch.where(visible[..., None], j2, torch.zeros_like(j2))
-    z = torch.where(vis3, z, torch.zeros_like(z))
-    finite = torch.stack([torch.isfinite(j2).all(), torch.isfinite(z).all()]).tolist()  # one sync
-    for key, ok in zip(("joints_2d", "z_rel"), finite, strict=True):
-        if not ok:
-            raise ValueError(f"batch[{key!r}] contains NaN or infinite values for visible joints "
-                             "(of samples with depth, for z_rel)")
 
     # 2D heatmap term (small: materialised)
     t2d = heatmap_2d(px_to_hm(j2, cfg.stride), H, W, cfg.sigma_2d, validate=False).to(hm2d.dtype)
@@ -470,23 +493,16 @@ def c2f_loss(hm2d: torch.Tensor, vol: torch.Tensor, batch: dict, cfg: LossConfig
     elif cfg.variant == "I1":
         total = l2d + cfg.ratio_3d * l3d + cfg.integral_weight * lint
     else:
-        eps = cfg.adaptive_eps
         vis_f = visible.to(diff2.dtype)
         n2 = vis_f.sum() * H * W
         a2 = (diff2.detach().abs() * vis_f[..., None, None]).sum() / n2.clamp_min(1)
-        total = _adaptive_term(sq2.sum(), a2, B, eps)
+        total = _adaptive_term(sq2.sum(), a2, B, cfg.adaptive_eps)
         n3 = vis3.sum() * D * H * W
         a3 = _volume_abs_sum(vol.detach(), coords, cfg.sigma_2d, sigma_z, vis3) / n3.clamp_min(1)
-        total = total + _adaptive_term(sse3.sum(), a3.to(sse3.dtype), B, eps)
+        total = total + _adaptive_term(sse3.sum(), a3.to(sse3.dtype), B, cfg.adaptive_eps)
         if use_int:
-            d = xyz - coords.to(xyz.dtype)
-            dxy, dz = d[..., :2], d[..., 2] * (W / D)
-            axy = (dxy.detach().abs() * vis_f[..., None]).sum() / (2 * vis_f.sum()).clamp_min(1)
-            vz = (visible & hd_int[:, None]).to(dz.dtype)
-            az = (dz.detach().abs() * vz).sum() / vz.sum().clamp_min(1)
-            sqxy = (dxy.square() * vis_f[..., None]).sum()
-            sqz = (dz.square() * vz).sum()
-            total = total + _adaptive_term(sqxy, axy, B, eps) + _adaptive_term(sqz, az, B, eps)
+            term_xy, term_z = _adaptive_integral(xyz, coords, visible, vis_f, hd_int, W / D, B, cfg.adaptive_eps)
+            total = total + term_xy + term_z
             lint = integral_loss(xyz.detach(), coords, hd_int, cfg.integral_kind, visible, z_scale=W / D)
 
     names = ["hm2d", "hm3d", "total"]

@@ -57,6 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pose.skeleton import FLIP_PERM_17
+from pose.targets import C2F_DEPTH_RANGE
+
 __all__ = [
     "HEATMAP2_INITS",
     "NORMS",
@@ -362,8 +365,6 @@ def forward_flip_test(model: C2FPoseNet, x: Tensor, flip_perm: tuple[int, ...] |
     flip_perm: left/right joint permutation; None → ``pose.skeleton.FLIP_PERM_17`` (17 joints).
     """
     if flip_perm is None:
-        from pose.skeleton import FLIP_PERM_17
-
         if model.cfg.num_joints != len(FLIP_PERM_17):
             raise ValueError(f"flip_perm: required for a {model.cfg.num_joints}-joint model")
         flip_perm = FLIP_PERM_17
@@ -553,8 +554,6 @@ def save_checkpoint(path: str | os.PathLike, model: C2FPoseNet, *, bbox_enlarge:
             raise ValueError(f"{key} must be a positive number, got {value!r}")
         ckpt[key] = float(value)
     if "depth_range" not in extra:
-        from pose.targets import C2F_DEPTH_RANGE
-
         extra["depth_range"] = C2F_DEPTH_RANGE
     for key, value in extra.items():
         value = _plain(value)

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from pose.camera import crop_affine, invert_affine
+from pose.data.dataset import make_sample, to_tensors
 from pose.decode import DECODINGS, decode_2d_stage, decode_batch, decode_outputs
 from pose.loss_config import DEFAULT_SOFTMAX_SCALE
 from pose.model import C2FPoseNet, forward_flip_test, load_checkpoint, stage_key
@@ -161,8 +162,6 @@ def preprocess(
 
     Returns ``(x (3, S, S) float32, crop_to_img (2, 3) crop px → image px, crop (S, S, 3) uint8 RGB)``.
     """
-    from pose.data.dataset import make_sample, to_tensors
-
     zeros = np.zeros((17, 3))
     s = make_sample(
         cv2.cvtColor(image, cv2.COLOR_RGB2BGR), joints_2d=zeros[:, :2], joints_3d=zeros,

@@ -428,6 +428,45 @@ def pose_panel_size(image_hw: tuple[int, int], n_views: int = 3, height: int = 4
 # ----------------------------------------------------------------------------------------------
 # heatmaps
 # ----------------------------------------------------------------------------------------------
+def _heatmap_tile(base: np.ndarray, h: np.ndarray, label: str, marker: tuple[int, int] | None,
+                  color: tuple[int, int, int], fs: float) -> np.ndarray:
+    """One joint's 2D heatmap ``h`` (H, W), min-max normalised, in the JET colour map over ``base`` (the
+    crop resized to the tile), its decoded joint ``marker`` (tile px) crossed and ``label`` on top."""
+    tile = base.shape[0]
+    rng = float(h.max() - h.min())
+    hn = (h - h.min()) / rng if rng > 0 else np.zeros_like(h)
+    # heatmap cell k is centred at crop px stride*k + (stride-1)/2: resize maps edges to edges
+    col = cv2.applyColorMap(cv2.resize((hn * 255).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_LINEAR),
+                            cv2.COLORMAP_JET)
+    t_img = cv2.addWeighted(base, 0.45, cv2.cvtColor(col, cv2.COLOR_BGR2RGB), 0.55, 0.0)
+    if marker is not None:
+        cv2.drawMarker(t_img, marker, (255, 255, 255), cv2.MARKER_CROSS, max(8, tile // 12), 2, cv2.LINE_AA)
+    cv2.rectangle(t_img, (0, 0), (tile - 1, int(16 * fs / 0.33)), (0, 0, 0), -1)
+    cv2.putText(t_img, label, (3, int(12 * fs / 0.33)), cv2.FONT_HERSHEY_SIMPLEX, fs, color, 1, cv2.LINE_AA)
+    cv2.rectangle(t_img, (0, 0), (tile - 1, tile - 1), (255, 255, 255), 1)
+    return t_img
+
+
+def _depth_profile(out: np.ndarray, vol: np.ndarray, x0: int, y0: int, tile: int, strip: int,
+                   color: tuple[int, int, int], fs: float, depth_centers_mm: np.ndarray | None) -> None:
+    """Draw into ``out`` the depth profile of one joint's volume (D, H, W) — its maximum over (H, W)
+    per bin, near at the left — in the strip at (``x0``, ``y0``), its peak bin marked (and its depth)."""
+    prof = vol.reshape(vol.shape[0], -1).max(axis=1)
+    D = len(prof)
+    pr = float(prof.max() - prof.min())
+    pn = (prof - prof.min()) / pr if pr > 0 else np.zeros_like(prof)
+    xs = x0 + 6 + (np.arange(D) + 0.5) / D * (tile - 12)
+    ys = y0 + strip - 4 - pn * (strip - 8)
+    pts = np.round(np.stack([xs, ys], 1) * 16).astype(np.int32)
+    cv2.polylines(out, [pts], False, color, 1, cv2.LINE_AA, 4)
+    k = int(np.argmax(prof))
+    cv2.line(out, (int(xs[k]), y0 + 2), (int(xs[k]), y0 + strip - 2), (120, 120, 120), 1)
+    if depth_centers_mm is not None:
+        zc = float(np.asarray(depth_centers_mm, dtype=np.float64)[k])
+        cv2.putText(out, f"z {zc:+.0f}mm", (x0 + 4, y0 + int(12 * fs / 0.33)), cv2.FONT_HERSHEY_SIMPLEX, fs * 0.9,
+                    (60, 60, 60), 1, cv2.LINE_AA)
+
+
 def heatmap_grid(
     crop: np.ndarray,
     hm2d: np.ndarray,
@@ -481,39 +520,15 @@ def heatmap_grid(
     for j in range(J):
         r, c = divmod(j, cols)
         y0, x0 = top + r * cell_h, c * tile
-        h = hm[j]
-        rng = float(h.max() - h.min())
-        hn = (h - h.min()) / rng if rng > 0 else np.zeros_like(h)
-        # heatmap cell k is centred at crop px stride*k + (stride-1)/2: resize maps edges to edges
-        col = cv2.applyColorMap(cv2.resize((hn * 255).astype(np.uint8), (tile, tile),
-                                           interpolation=cv2.INTER_LINEAR), cv2.COLORMAP_JET)
-        col = cv2.cvtColor(col, cv2.COLOR_BGR2RGB)
-        t_img = cv2.addWeighted(base, 0.45, col, 0.55, 0.0)
+        marker = None
         if jc is not None and np.isfinite(jc[j]).all():
-            p = (int(round((jc[j, 0] + 0.5) * s - 0.5)), int(round((jc[j, 1] + 0.5) * s - 0.5)))
-            cv2.drawMarker(t_img, p, (255, 255, 255), cv2.MARKER_CROSS, max(8, tile // 12), 2, cv2.LINE_AA)
+            marker = (int(round((jc[j, 0] + 0.5) * s - 0.5)), int(round((jc[j, 1] + 0.5) * s - 0.5)))
         name = names[j] if j < len(names) else str(j)
-        label = f"{j} {name} {float(h.max()):.2f}"
-        cv2.rectangle(t_img, (0, 0), (tile - 1, int(16 * fs / 0.33)), (0, 0, 0), -1)
-        cv2.putText(t_img, label, (3, int(12 * fs / 0.33)), cv2.FONT_HERSHEY_SIMPLEX, fs,
-                    joint_color(j) if J == 17 else (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.rectangle(t_img, (0, 0), (tile - 1, tile - 1), (255, 255, 255), 1)
-        out[y0:y0 + tile, x0:x0 + tile] = t_img
+        color = joint_color(j) if J == 17 else None
+        out[y0:y0 + tile, x0:x0 + tile] = _heatmap_tile(base, hm[j], f"{j} {name} {float(hm[j].max()):.2f}", marker,
+                                                        color or (255, 255, 255), fs)
         if vol is not None:
-            prof = vol[j].reshape(vol.shape[1], -1).max(axis=1)
-            D = len(prof)
-            pr = float(prof.max() - prof.min())
-            pn = (prof - prof.min()) / pr if pr > 0 else np.zeros_like(prof)
-            xs = x0 + 6 + (np.arange(D) + 0.5) / D * (tile - 12)
-            ys = y0 + tile + strip - 4 - pn * (strip - 8)
-            pts = np.round(np.stack([xs, ys], 1) * 16).astype(np.int32)
-            cv2.polylines(out, [pts], False, joint_color(j) if J == 17 else (0, 0, 0), 1, cv2.LINE_AA, 4)
-            k = int(np.argmax(prof))
-            cv2.line(out, (int(xs[k]), y0 + tile + 2), (int(xs[k]), y0 + tile + strip - 2), (120, 120, 120), 1)
-            if depth_centers_mm is not None:
-                zc = float(np.asarray(depth_centers_mm, dtype=np.float64)[k])
-                cv2.putText(out, f"z {zc:+.0f}mm", (x0 + 4, y0 + tile + int(12 * fs / 0.33)),
-                            cv2.FONT_HERSHEY_SIMPLEX, fs * 0.9, (60, 60, 60), 1, cv2.LINE_AA)
+            _depth_profile(out, vol[j], x0, y0 + tile, tile, strip, color or (0, 0, 0), fs, depth_centers_mm)
     r, c = divmod(J, cols)
     y0, x0 = top + r * cell_h, c * tile
     last = base

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from pose.data.packed import file_digest
 
 __all__ = ["CHECKPOINT_FILES", "Checkpoint", "CheckpointStore"]
@@ -61,8 +63,6 @@ class CheckpointStore:
     """
 
     def __init__(self, run_dir: str | Path, keep: int = 2) -> None:
-        import pyarrow.fs as pafs
-
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.uri = str(run_dir)
@@ -77,8 +77,6 @@ class CheckpointStore:
     # ---------------------------------------------------------------------------------- listing
     def _entries(self) -> list[tuple[int, str]]:
         """``(iteration, folder)`` of every ``ckpt-*`` folder, newest first (verified or not)."""
-        import pyarrow.fs as pafs
-
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         out = []
         for info in infos:
@@ -91,8 +89,6 @@ class CheckpointStore:
         """``(manifest, None)`` when the checkpoint in ``folder`` is whole, else ``(None, reason)``:
         no manifest (a write that never finished), a missing file, a size or (``digests``) SHA-256
         that differs from the manifest's."""
-        import pyarrow.fs as pafs
-
         try:
             with self.fs.open_input_stream(f"{folder}/manifest.json") as f:
                 manifest = json.loads(f.read().decode())

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from pose.data.packed import read_meta
+from workflows.config import ConfigError
 
 __all__ = [
     "Stopped",
@@ -211,8 +212,6 @@ def run_with_ray(run: Callable[[Any], Any], args: Any) -> int:
 def run_cli(main, argv: list[str] | None = None) -> int:
     """Run ``main(argv)`` with unbuffered output; a UserError / ConfigError becomes one ``error:`` line
     on stderr and exit 1, a :class:`Stopped` its line and exit 143."""
-    from workflows.config import ConfigError
-
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         return int(main(argv) or 0)

@@ -36,6 +36,10 @@ import sys
 import uuid
 from pathlib import Path
 
+from pose.data import prepare as pose_prepare
+from pose.data.synth import cli as synth_cli
+from pose.data.synth.real import render_real
+from pose.tools.cli import run_command
 from workflows.common import UserError, outputs_dir, project_root, run_cli
 from workflows.config import load_config
 
@@ -50,8 +54,6 @@ def source_path(source: str, root: Path) -> Path | None:
 
 def _pose(name: str, module, argv: list[str]) -> None:
     """Run ``pose NAME ARGV...`` in this process; a non-zero exit is a :class:`UserError`."""
-    from pose.tools.cli import run_command
-
     rc = run_command(name, module, argv)
     if rc:
         raise UserError(f"`pose {name} {' '.join(argv)}` failed with exit code {rc}")
@@ -71,8 +73,6 @@ def synth(cfg: dict, root: Path) -> Path:
     src = source_path(cfg["data"]["source"], root)
     try:
         if src is None:
-            from pose.data.synth import cli as synth_cli
-
             d = cfg["data"]
             argv = ["--out", str(tmp), "--seed", str(d["synth_seed"]),
                     "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"],
@@ -99,7 +99,6 @@ def prepare(cfg: dict, root: Path) -> Path:
             raise UserError(f"embedded data not rendered: {src} missing (run `dvc repro synth`)")
     elif not src.exists():
         raise UserError(f"data.source: path does not exist: {src}")
-    from pose.data import prepare as pose_prepare
 
     out = outputs_dir(root, "data", "packed")
     if out.exists():
@@ -132,8 +131,6 @@ def real(cfg: dict, root: Path) -> Path:
             path = source_path(npz, root)
             if not path.is_file():
                 raise UserError(f"data.real_test: file not found: {path}")
-            from pose.data import prepare as pose_prepare
-            from pose.data.synth.real import render_real
 
             try:
                 s = render_real(path, tmp / "raw")

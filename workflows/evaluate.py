@@ -47,6 +47,7 @@ import argparse
 import csv
 import io
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -55,8 +56,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from workflows.common import MAKE_REAL, UserError, outputs_dir, project_root, require_packed, run_cli
+from pose.camera import project
+from pose.data import PackedDataset, load_arrays, read_meta
+from pose.lifting import flat_pose, lift_2d, load_lifter, normalize_2d
+from pose.metrics import (
+    action_table,
+    evaluate_predictions,
+    format_action_table,
+    group_errors,
+    mpjpe,
+    pa_mpjpe,
+)
+from pose.model import load_checkpoint
+from pose.predict import predict_loader
+from pose.skeleton import JOINT_GROUPS_17
+from pose.targets import DepthRange
+from pose.viz import plot_curves
+from workflows import report_html
+from workflows.common import MAKE_REAL, UserError, outputs_dir, project_root, publish, require_packed, run_cli
 from workflows.config import load_config
+from workflows.gallery import collect
+from workflows.wandb_log import log_evaluation
 
 #: metric name -> (decoding method, root depth) of the per-sample errors collected
 VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_local": ("argmax_local", "gt"), "mpjpe_soft": ("soft_argmax", "gt"),
@@ -65,8 +85,6 @@ VARIANTS = {"mpjpe_argmax": ("argmax", "gt"), "mpjpe_local": ("argmax_local", "g
 
 def mean_pose(train_dir: Path) -> np.ndarray:
     """Mean root-relative training pose (17, 3), mm."""
-    from pose.data import load_arrays
-
     j3 = np.asarray(load_arrays(train_dir)["joints_3d"], dtype=np.float64)
     return (j3 - j3[:, :1]).mean(axis=0)
 
@@ -77,9 +95,6 @@ def _summary(err: np.ndarray, subset: np.ndarray) -> dict[str, float]:
 
 def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) -> dict[str, Any]:
     """Run the evaluation; returns ``{"metrics", "per_action", "rows", "gallery"}`` (nothing written)."""
-    from pose.data import read_meta
-    from pose.metrics import action_table, mpjpe, pa_mpjpe
-
     packed = outputs_dir(root, "data", "packed")
     test_dir, train_dir = packed / "test", packed / "train"
     for d in (train_dir, test_dir):
@@ -151,8 +166,6 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
                      real_mpjpe_soft=s["mpjpe_soft"]["full"],
                      real_pa_mpjpe=s["pa_mpjpe"]["full"], real_baseline_mean_pose=real["final"]["baseline_mean_pose"])
 
-    from workflows.gallery import collect
-
     gallery = collect(last_eval[0], last_eval[1], gt, last_eval[2], actions, names)
     return {"metrics": metrics, "per_action": per_action, "rows": table_rows, "gallery": gallery}
 
@@ -187,8 +200,6 @@ def final_summary(m: dict[str, Any]) -> dict[str, Any]:
 def _errors(res: dict[str, np.ndarray], gt: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample errors (N,) mm of ``predict_split``'s output: MPJPE of each :data:`VARIANTS`
     decoding present, then ``pa_mpjpe`` (scaled Procrustes of the argmax poses)."""
-    from pose.metrics import mpjpe, pa_mpjpe
-
     errs = {k: mpjpe(res[k], gt) for k in VARIANTS if k in res}
     errs["pa_mpjpe"] = pa_mpjpe(res["mpjpe_argmax"], gt)
     return errs
@@ -211,11 +222,6 @@ def predict_split(path: Path, split_dir: Path, rows: np.ndarray, cfg: dict[str, 
     """One stage's checkpoint on ``rows`` of a packed split → (``pose.predict.predict_loader``'s output
     with the :data:`VARIANTS` decodings, checkpoint, the ``PackedDataset``), with the ``evaluate``
     settings of ``cfg``."""
-    from pose.data import PackedDataset
-    from pose.model import load_checkpoint
-    from pose.predict import predict_loader
-    from pose.targets import DepthRange
-
     ev = cfg["evaluate"]
     model, ckpt = load_checkpoint(path, map_location=device)
     ds = PackedDataset(split_dir, input_size=model.cfg.input_size, train=False, indices=rows,
@@ -231,8 +237,6 @@ def predict_split(path: Path, split_dir: Path, rows: np.ndarray, cfg: dict[str, 
 def split_geometry(split_dir: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(K (N, 3, 3), person-box side (N,) raw px) of ``rows`` of a packed split: the stored box's
     longer side times the stored→raw scale (``img_to_raw``)."""
-    from pose.data import load_arrays
-
     a = load_arrays(split_dir)
     box = np.asarray(a["bbox"], dtype=np.float64)[rows]
     M = np.asarray(a["img_to_raw"], dtype=np.float64)[rows]
@@ -242,10 +246,6 @@ def split_geometry(split_dir: Path, rows: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def limb_groups(pred: np.ndarray, gt: np.ndarray, K: np.ndarray, side: np.ndarray) -> dict[str, dict[str, float]]:
     """``pose.metrics.group_errors`` of camera-frame poses (N, 17, 3) mm: 2D = their projections by K."""
-    from pose.camera import project
-    from pose.metrics import group_errors
-    from pose.skeleton import JOINT_GROUPS_17
-
     return group_errors(pred, gt, project(pred, K), project(gt, K), side, JOINT_GROUPS_17)
 
 
@@ -265,9 +265,6 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
     """Every stage on the real-pose split ``split`` (:func:`real_split`; module docstring), the mean
     pose ``mp`` (17, 3) as its baseline. ``finals`` receives the last stage's argmax predictions and
     ground truth under ``"real poses"``."""
-    from pose.data import read_meta
-    from pose.metrics import mpjpe, pa_mpjpe
-
     n_all = int(read_meta(split)["count"])
     ev = cfg["evaluate"]
     rows = np.arange(n_all)
@@ -305,8 +302,6 @@ _LIFT_SPLIT = {"embedded": "test", "real poses": "real"}
 def load_lifters(root: Path) -> dict[str, Any]:
     """The trained lifters ``outputs/lift/<mode>/model.pt`` of :data:`LIFTERS` that exist
     ({mode: Lifter}); a :class:`UserError` naming the file when one cannot be read."""
-    from pose.lifting import load_lifter
-
     out = {}
     for mode in LIFTERS:
         path = outputs_dir(root, "lift", mode, "model.pt")
@@ -329,9 +324,6 @@ def lift_c2f(root: Path, finals: dict[str, tuple[np.ndarray, np.ndarray]], log=p
     ``flat`` (its 2D at flat depth), each lifter on its 2D and, from the lift stages' metrics, each
     lifter on the ground-truth 2D (``<mode> (GT 2D)``); {} when no lifter has been trained.
     """
-    from pose.lifting import flat_pose, lift_2d, normalize_2d
-    from pose.metrics import evaluate_predictions
-
     lifters = load_lifters(root) if lifters is None else lifters
     if not lifters:
         log("[evaluate] no lifters in outputs/lift: the 2D→3D lifting table is left out")
@@ -385,8 +377,6 @@ def lift_markdown(m: dict[str, Any]) -> list[str]:
 
 
 def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
-    from pose.metrics import format_action_table
-
     m = result["metrics"]
     lines = [
         "# Evaluation of the d2 curriculum",
@@ -490,8 +480,6 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _plots(result: dict[str, Any], root: Path, cfg: dict[str, Any], tmp: Path) -> None:
-    from pose.viz import plot_curves
-
     rows = result["rows"]
     d2 = [r["d2"] for r in rows]
     series = {
@@ -540,13 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     result = evaluate(cfg, root, device=args.device)
     out = Path(args.out).resolve() if args.out else outputs_dir(root, "eval")
-    from workflows.common import publish
 
     tmp_plots = out.parent / f".{out.name}.plots-tmp"
     tmp_plots.mkdir(parents=True, exist_ok=True)
     try:
         _plots(result, root, cfg, tmp_plots)
-        from workflows import report_html
 
         md = _markdown(result, cfg)
         plots = [(c, tmp_plots / n) for c, n in (("Test MPJPE per curriculum stage", "mpjpe_per_stage.png"),
@@ -563,12 +549,8 @@ def main(argv: list[str] | None = None) -> int:
             files[png.name] = png
         publish(files, out)
     finally:
-        import shutil
-
         shutil.rmtree(tmp_plots, ignore_errors=True)
     if cfg["wandb"]["enabled"] if args.wandb is None else args.wandb:
-        from workflows.wandb_log import log_evaluation
-
         group = log_evaluation(cfg, root, result, [(c, out / n) for c, n in (
             ("Test MPJPE per curriculum stage", "mpjpe_per_stage.png"),
             ("Validation MPJPE over the curriculum", "training_curves.png")) if (out / n).is_file()])

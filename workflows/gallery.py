@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pose import viz
+from pose.camera import apply_affine, invert_affine, project
+
 #: frames per end of the gallery (the best ``GALLERY_FRAMES`` and the worst ``GALLERY_FRAMES``)
 GALLERY_FRAMES = 4
 
@@ -39,8 +42,6 @@ def pick_frames(errors: np.ndarray, k: int = GALLERY_FRAMES) -> tuple[list[int],
 def crop_joints(joints_3d_cam: np.ndarray, K: np.ndarray, crop_to_raw: np.ndarray) -> np.ndarray:
     """Camera-frame joints (17, 3) mm → (17, 2) px in the crop (``K`` (3, 3) of the raw image,
     ``crop_to_raw`` (2, 3) the crop → raw-image affine)."""
-    from pose.camera import apply_affine, invert_affine, project
-
     return apply_affine(project(np.asarray(joints_3d_cam, np.float64), np.asarray(K, np.float64)),
                         invert_affine(np.asarray(crop_to_raw, np.float64)))
 
@@ -51,8 +52,6 @@ def frame_picture(crop: np.ndarray, pred_3d: np.ndarray, gt_3d: np.ndarray, K: n
 
     crop (S, S, 3) uint8 RGB; pred_3d, gt_3d (17, 3) camera-frame mm.
     """
-    from pose import viz
-
     s = size / crop.shape[0]
     img = viz.resize_to_height(crop, size)
     img = viz.draw_skeleton_2d(img, crop_joints(gt_3d, K, crop_to_raw), color=(255, 255, 255), scale=s)

@@ -41,6 +41,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
+import pose
+import workflows
 from pose.data.packed import file_digest
 from workflows.stage_run import StageRun
 
@@ -73,9 +77,6 @@ def _file_sha(path: str | Path) -> str | None:
 
 def code_digest() -> str:
     """SHA-256 over the project's Python sources (``pose/`` and ``workflows/``, paths and bytes)."""
-    import pose
-    import workflows
-
     h = hashlib.sha256()
     for pkg in (pose, workflows):
         base = Path(pkg.__file__).resolve().parent
@@ -148,8 +149,6 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
 
 def remove_run_dir(run_dir: str | Path, keep_lock: bool = False) -> None:
     """Delete a run folder (local or URI); with ``keep_lock`` everything in it but ``run.lock``."""
-    import pyarrow.fs as pafs
-
     uri = str(run_dir)
     fs, base = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), str(Path(uri).resolve()))
     if not keep_lock:

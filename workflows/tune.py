@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+
 from workflows.common import (
     UserError,
     check_capacity,
@@ -520,8 +522,6 @@ def _plot(summary: dict[str, Any], params: list[str], path: Path) -> None:
 # --apply
 def apply_best(args: argparse.Namespace) -> dict[str, float]:
     """Write the best parameters into ``train.<stage>`` of the config file; returns what changed."""
-    from ruamel.yaml import YAML
-
     root = project_root(args.root)
     cfg = load_config(args.config)
     key = _stage(cfg, args)

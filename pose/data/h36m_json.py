@@ -129,6 +129,43 @@ class H36MJsonReader:
         want = {"train": TRAIN_SUBJECTS, "test": TEST_SUBJECTS}.get(split)
         return [i for i, (s, _, _) in self._index().items() if want is None or s in want]
 
+    def _camera(self, index: int, subject: int, sd: dict, cam_idx: int) -> tuple[np.ndarray, ...]:
+        """(R (3, 3), t (3,) mm, f (2,) px, c (2,) px) of camera ``cam_idx``, checked; BadSample naming
+        the camera file otherwise."""
+        cam_file = self._path(subject, "camera")
+        cam = sd["cams"].get(str(cam_idx))
+        if cam is None:
+            raise BadSample(index, cam_file, f"camera {cam_idx} missing")
+        try:
+            R = np.asarray(cam["R"], dtype=np.float64).reshape(3, 3)
+            t = np.asarray(cam["t"], dtype=np.float64).reshape(3)
+            f = np.asarray(cam["f"], dtype=np.float64).reshape(2)
+            c = np.asarray(cam["c"], dtype=np.float64).reshape(2)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BadSample(index, cam_file, f"camera {cam_idx} does not parse: {exc}") from None
+        if not (np.isfinite(R).all() and np.isfinite(t).all() and np.isfinite(f).all() and np.isfinite(c).all()):
+            raise BadSample(index, cam_file, f"camera {cam_idx} contains NaN or inf")
+        if not (f > 0).all():
+            raise BadSample(index, cam_file, f"camera {cam_idx} focal length not positive")
+        return R, t, f, c
+
+    def _world_joints(self, index: int, subject: int, sd: dict, a_idx: int, s_idx: int, f_idx: int) -> np.ndarray:
+        """The frame's (17, 3) world joints (mm), checked; BadSample naming the joint file otherwise."""
+        joint_file = self._path(subject, "joint_3d")
+        try:
+            world = sd["joints"][str(a_idx)][str(s_idx)][str(f_idx)]
+        except (KeyError, TypeError):
+            raise BadSample(index, joint_file, f"no 3D joints for action {a_idx} subaction {s_idx} frame {f_idx}") from None
+        try:
+            world = np.asarray(world, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise BadSample(index, joint_file, f"3D joints of frame {f_idx} do not parse") from None
+        if world.shape != (17, 3):
+            raise BadSample(index, joint_file, f"frame {f_idx}: expected 17×3 joints, got shape {world.shape}")
+        if not np.isfinite(world).all():
+            raise BadSample(index, joint_file, f"frame {f_idx}: 3D joints contain NaN or inf")
+        return world
+
     def read(self, index: int) -> RawSample:
         from pose.camera import project, world_to_camera  # lazy: pose.camera imports torch
 
@@ -148,34 +185,9 @@ class H36MJsonReader:
             raise BadSample(index, data_file, f"image entry incomplete: {exc}") from None
         if ann is None:
             raise BadSample(index, data_file, "no annotation for this image")
-        cam_file = self._path(subject, "camera")
-        cam = sd["cams"].get(str(cam_idx))
-        if cam is None:
-            raise BadSample(index, cam_file, f"camera {cam_idx} missing")
-        try:
-            R = np.asarray(cam["R"], dtype=np.float64).reshape(3, 3)
-            t = np.asarray(cam["t"], dtype=np.float64).reshape(3)
-            f = np.asarray(cam["f"], dtype=np.float64).reshape(2)
-            c = np.asarray(cam["c"], dtype=np.float64).reshape(2)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadSample(index, cam_file, f"camera {cam_idx} does not parse: {exc}") from None
-        if not (np.isfinite(R).all() and np.isfinite(t).all() and np.isfinite(f).all() and np.isfinite(c).all()):
-            raise BadSample(index, cam_file, f"camera {cam_idx} contains NaN or inf")
-        if not (f > 0).all():
-            raise BadSample(index, cam_file, f"camera {cam_idx} focal length not positive")
+        R, t, f, c = self._camera(index, subject, sd, cam_idx)
+        world = self._world_joints(index, subject, sd, a_idx, s_idx, f_idx)
         joint_file = self._path(subject, "joint_3d")
-        try:
-            world = sd["joints"][str(a_idx)][str(s_idx)][str(f_idx)]
-        except (KeyError, TypeError):
-            raise BadSample(index, joint_file, f"no 3D joints for action {a_idx} subaction {s_idx} frame {f_idx}") from None
-        try:
-            world = np.asarray(world, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise BadSample(index, joint_file, f"3D joints of frame {f_idx} do not parse") from None
-        if world.shape != (17, 3):
-            raise BadSample(index, joint_file, f"frame {f_idx}: expected 17×3 joints, got shape {world.shape}")
-        if not np.isfinite(world).all():
-            raise BadSample(index, joint_file, f"frame {f_idx}: 3D joints contain NaN or inf")
         K = np.array([[f[0], 0.0, c[0]], [0.0, f[1], c[1]], [0.0, 0.0, 1.0]])
         j3 = world_to_camera(world, R, t)
         if not (j3[:, 2] > 0).all():

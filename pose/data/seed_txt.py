@@ -54,6 +54,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pose import skeleton
@@ -485,8 +486,6 @@ def write_seed_sample(root: str | os.PathLike, index: int, *, bbox_raw, joints_2
     (17|32, 3) camera mm (17 joints are expanded with :func:`joints17_to32`). image: encoded
     bytes, or a (S, S, 3) BGR uint8 array that is encoded as ``image_ext``.
     """
-    import cv2
-
     root = Path(root)
     j2 = np.asarray(joints_2d_crop, dtype=np.float64)
     j3 = np.asarray(joints_3d_cam, dtype=np.float64)
@@ -546,8 +545,6 @@ def write_layout_from_poses(root: str | os.PathLike, joints_3d, K, subjects, act
     Returns:
         the written :class:`RangeEntry` list.
     """
-    import cv2
-
     j3 = np.asarray(joints_3d, dtype=np.float64)
     n = len(j3)
     if j3.shape != (n, 17, 3):

@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pose.data import C2F_VOL_DEMO
+from pose.data.packed import load_poses
+from pose.data.synth.motion import load_clips
+from pose.lifting.geometry import normalize_2d, pose_scale
 from pose.skeleton import ACTIONS_H36M
 
 __all__ = [
@@ -127,8 +131,6 @@ def from_packed(split_dir: str | os.PathLike, normalized_camera: bool = True) ->
     2D: raw camera px, or with ``normalized_camera`` ``K⁻¹·(u, v, 1)`` (unit focal length).
     3D: camera-frame mm (evaluation only). ``sequence`` = (subject, action, subaction, camera) id.
     """
-    from pose.data.packed import load_poses
-
     d = load_poses(split_dir)
     j2 = check_2d(d["joints_2d"], str(split_dir))
     if normalized_camera:
@@ -168,8 +170,6 @@ def clip_poses(path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.nd
     Returns (poses (M, 17, 3) with x right, y down, z away from a camera looking along world +y,
     clip id (M,), clip names). Uses ``pose.data.synth.motion.load_clips``.
     """
-    from pose.data.synth.motion import load_clips
-
     clips = load_clips(None if path is None else str(path))
     poses, ids = [], []
     for i, clip in enumerate(clips.values()):
@@ -222,10 +222,6 @@ def to_unit_space(ps: PoseSet, norm: str = "y_rms") -> tuple[np.ndarray, np.ndar
     3D divided by its own 3D scale ``s3`` (``pose.lifting.pose_scale`` of the 3D x/y, the same measure
     as the 2D normalisation), so that under weak perspective ``y_unit[..., :2] ≈ x_unit``.
     """
-    import torch
-
-    from pose.lifting.geometry import normalize_2d, pose_scale
-
     x, _ = normalize_2d(np.asarray(ps.joints_2d, np.float32), norm)
     if ps.joints_3d is None:
         return x, None, np.ones(len(x), np.float32)

@@ -74,6 +74,7 @@ from tqdm import tqdm
 from pose import viz
 from pose.decode import DECODINGS
 from pose.detect import Detection, detect_people
+from pose.lifting import lift_2d, load_lifter
 from pose.predict import PosePrediction, Predictor, check_bbox, intrinsics_matrix, load_image
 
 SCHEMA = "c2f-pose.prediction/1"
@@ -265,8 +266,6 @@ class _Runner:
         }
         d = {**head, **d}
         if self.lifter is not None:
-            from pose.lifting import lift_2d
-
             lifted = lift_2d(self.lifter, res.joints_2d_stage1[None])[0]
             res.extra["lifted_3d_mm"] = lifted
             d["lifter"] = str(self.args.lifter)
@@ -462,8 +461,6 @@ def main(args: argparse.Namespace) -> int:
     lifter = None
     if args.lifter is not None:
         try:
-            from pose.lifting import load_lifter
-
             lifter = load_lifter(args.lifter)
         except Exception as exc:  # any load failure is one line (pickle, state dict, config)
             _err(f"--lifter {args.lifter}: {exc}")

@@ -26,7 +26,10 @@ import numpy as np
 import torch
 
 from pose import viz
-from pose.decode import DECODINGS
+from pose.data import PackedDataset
+from pose.decode import DECODINGS, decode_outputs
+from pose.metrics import mpjpe, pa_mpjpe
+from pose.predict import Predictor
 
 PROG = "pose show"
 
@@ -50,11 +53,6 @@ def render(checkpoint: str | Path, data: str | Path, n: int = 8, *, seed: int = 
            method: str = "argmax", root: str = "gt", device: str = "cpu", height: int = 300
            ) -> tuple[np.ndarray, list[dict]]:
     """Build the picture; returns (RGB uint8 image, per-sample records with the errors in mm)."""
-    from pose.data import PackedDataset
-    from pose.decode import decode_outputs
-    from pose.metrics import mpjpe, pa_mpjpe
-    from pose.predict import Predictor
-
     if int(n) < 1:
         raise ValueError(f"n: expected >= 1, got {n}")
     pred = Predictor.from_checkpoint(checkpoint, device=device, method=method)

@@ -47,6 +47,7 @@ Layout of the data set (all choices documented here):
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
 import time
@@ -54,6 +55,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from pose.data.synth import motion, render, writer
 
@@ -291,15 +293,12 @@ def generate(out: str, cfg: SynthConfig, force: bool = False, progress: bool = T
     seqs = plan(cfg)
     total = sum(q.n_frames for q in seqs)
     jobs = [(q, tmp, cfg.png_compression) for q in seqs]
-    from tqdm import tqdm
 
     t0 = time.perf_counter()
     try:
         writer.make_dirs(tmp)
         with tqdm(total=total, desc="pose synth", unit="frame", disable=not progress, mininterval=1.0) as bar:
             if cfg.workers > 1:
-                import multiprocessing as mp
-
                 with mp.get_context("fork").Pool(cfg.workers) as pool:
                     for n in pool.imap_unordered(_render_job, jobs):
                         bar.update(n)
