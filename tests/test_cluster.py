@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ def _entrypoints() -> list[tuple[Path, str]]:
 def _parser_of(script: Path):
     spec = importlib.util.spec_from_file_location(f"_ep_{script.stem}", script)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # as an import does: a module-level dataclass looks itself up there
     spec.loader.exec_module(mod)
     return mod.build_parser()
 
