@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,18 +139,56 @@ def test_lift_workflow_under_ray(packed, tmp_path, monkeypatch):
     assert rc == 0
     out = tmp_path / "outputs" / "lift" / "unsupervised"
     m = json.loads((out / "metrics.json").read_text())
-    assert m["mode"] == "unsupervised" and m["train_count"] == 300 + 50 and m["run_name"].startswith("lift-unsupervised-")
+    assert m["mode"] == "unsupervised" and m["train_count"] == 300 + 50 and re.fullmatch(r"lift_unsupervised-[0-9a-f]{12}", m["run_name"])
     assert set(m) >= {"test"} and "real" not in m and m["test"]["test_count"] == 197
     assert (out / "curve.csv").read_text().startswith("iteration")
     ck = torch.load(out / "model.pt", weights_only=True)
     assert ck["mode"] == "unsupervised"
     lifter = L.load_lifter(out / "model.pt")
     assert L.lift_2d(lifter, LD.load_valid_fixture().joints_2d[:3]).shape == (3, 17, 3)
-    assert not list((tmp_path / "outputs" / "ray").glob("lift-*"))  # run folder cleaned (keep_runs false)
+    assert not list((tmp_path / "outputs" / "ray").glob("lift_*"))  # run folder cleaned (keep_runs false)
     import ray
 
     assert not ray.is_initialized()
     assert os.environ["RAY_ADDRESS"] == "local"
+
+
+@pytest.mark.slow
+def test_a_killed_lift_resumes_from_its_last_checkpoint(packed, tmp_path, monkeypatch, capsys):
+    """The lift stages keep their checkpoints in the training stages' store: a lift that died after
+    its checkpoint at iteration 20 (its final checkpoint removed, as if killed before writing it)
+    resumes there when the same command runs again, and ends with the uninterrupted run's figures."""
+    from workflows.config import make_profile, write_config
+
+    cfg = make_profile("micro")
+    cfg["data"]["real_test"] = None
+    cfg["lift"] = {"supervised": {**TINY, "iterations": 30, "batch_size": 16, "eval_every": 10}}
+    cfg["ray"].update(cpus_per_worker=1.0, keep_runs=True)
+    conf = write_config(cfg, tmp_path / "stages.yaml")
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    monkeypatch.setattr(W, "CHECKPOINT_EVERY", 10)
+    argv = ["--mode", "supervised", "--config", str(conf), "--root", str(tmp_path), "--data", str(packed)]
+    assert W.main(argv) == 0
+    out = tmp_path / "outputs" / "lift" / "supervised"
+    first = json.loads((out / "metrics.json").read_text())
+    run = tmp_path / "outputs" / "ray" / first["run_name"] / "checkpoints"
+    assert sorted(p.name for p in run.iterdir()) == ["ckpt-000000020", "ckpt-000000030"]  # keep=2
+    shutil.rmtree(run / "ckpt-000000030")
+    capsys.readouterr()
+    assert W.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"[lift supervised] resuming from iteration 20 of run {first['run_name']}" in printed
+    assert "[lift supervised] resumed at iteration 20" in printed
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["run_name"] == first["run_name"] and again["test"] == first["test"]
+    assert [r["iteration"] for r in csv_rows(out / "curve.csv")] == ["10", "20", "30"]
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def test_missing_data_is_one_line_error(tmp_path, capsys):

@@ -161,7 +161,10 @@ class RayLineFilter(io.TextIOBase):
         return self.stream.fileno()
 
     def isatty(self) -> bool:
-        return self.stream.isatty()
+        try:
+            return self.stream.isatty()
+        except ValueError:  # the stream closed (asked at exit by Ray's colorama, which kept this filter)
+            return False
 
     @property
     def encoding(self) -> str:  # type: ignore[override]

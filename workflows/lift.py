@@ -65,7 +65,7 @@ from workflows.common import (
 from workflows.config import load_config
 from workflows.console import quiet_ray, verbose_from_env
 from workflows.raytrain import run_train_job
-from workflows.runs import RunInUse, code_digest, fingerprint, remove_run_dir, run_lock, run_name
+from workflows.runs import RunInUse, code_digest, fingerprint, open_run, remove_run_dir, run_name
 
 MODES = ("supervised", "unsupervised")
 #: keys of ``lift.<mode>`` handled here rather than by the lifting configs: ``extra_2d`` (list of
@@ -260,8 +260,8 @@ def _store_checkpoint(store: CheckpointStore, it: int, lifter: Any, state: dict[
 
 def train_func(config: dict[str, Any]) -> None:
     """Ray Train worker entry point: resume from the run's newest checkpoint (if any), train with a
-    checkpoint every :data:`CHECKPOINT_EVERY` iterations, store the final one (with the metrics),
-    report the numbers."""
+    checkpoint every ``config["checkpoint_every"]`` iterations (:data:`CHECKPOINT_EVERY`), store the
+    final one (with the metrics), report the numbers."""
     store = CheckpointStore(config["run_dir"])
     ckpt, _ = store.scan()
     state = None
@@ -274,7 +274,7 @@ def train_func(config: dict[str, Any]) -> None:
     def save(it: int, st: dict[str, Any], lifter: Any) -> None:
         _store_checkpoint(store, it, lifter, st, st["history"], p, {"final": False})
 
-    ck = lifting.Checkpointing(every=CHECKPOINT_EVERY, save=save, state=state)
+    ck = lifting.Checkpointing(every=int(config["checkpoint_every"]), save=save, state=state)
     lifter, metrics, hist = run_training(config, ck)
     numbers = _numbers(metrics)
     _store_checkpoint(store, int(metrics["iterations"]), lifter, {"iteration": int(metrics["iterations"])}, hist, p,
@@ -339,7 +339,7 @@ def _lift_config(args: argparse.Namespace, cfg: dict[str, Any], root: Path) -> d
         extra.append(str(ps))
     params["extra_2d"] = extra
     return {"mode": args.mode, "params": params, "splits": {k: str(v) for k, v in splits.items()},
-            "threads": max(1, int(float(cfg["ray"]["cpus_per_worker"])))}
+            "threads": max(1, int(float(cfg["ray"]["cpus_per_worker"]))), "checkpoint_every": CHECKPOINT_EVERY}
 
 
 def _identity(tc: dict[str, Any]) -> dict[str, Any]:
@@ -363,11 +363,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"[lift {args.mode}]"
     out_dir = Path(args.out).resolve() if args.out else outputs_dir(root, "lift", args.mode)
     try:
-        with run_lock(run_dir):
-            store = CheckpointStore(run_dir)
-            if args.fresh:
-                remove_run_dir(run_dir, keep_lock=True)
-            ckpt, _ = store.scan()
+        with open_run(run_dir, fresh=args.fresh, tag=tag) as (store, ckpt):
             where = f"iteration {ckpt.iteration} of run {name}" if ckpt else f"run {name}"
             print(f"{tag} {'resuming from' if ckpt else 'starting'} {where}: {tc['params']['iterations']} "
                   f"iterations" + (f"; Ray's messages in {args.ray_log}" if getattr(args, "ray_log", None) else ""),

@@ -46,6 +46,7 @@ import pyarrow.fs as pafs
 import pose
 import workflows
 from pose.data.packed import file_digest
+from workflows.checkpoints import Checkpoint, CheckpointStore
 from workflows.stage_run import StageRun
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "code_digest",
     "fingerprint",
     "install_sigterm_flag",
+    "open_run",
     "remove_run_dir",
     "run_identity",
     "run_lock",
@@ -145,6 +147,23 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # also drops the lock
+
+
+@contextlib.contextmanager
+def open_run(run_dir: str, *, fresh: bool, tag: str) -> Iterator[tuple[CheckpointStore, Checkpoint | None]]:
+    """A driver's hold on a resumable run: its lock (:class:`RunInUse` when another driver holds it),
+    everything in it discarded first with ``fresh``, then its checkpoint store and newest whole
+    checkpoint (None: nothing to resume), newer damaged ones set aside with one warning line each."""
+    with run_lock(run_dir):
+        store = CheckpointStore(run_dir)
+        if fresh:
+            remove_run_dir(run_dir, keep_lock=True)
+        ckpt, damaged = store.scan()
+        for folder, reason in damaged:
+            store.quarantine(folder)
+            print(f"{tag} warning: checkpoint {folder} of run {str(run_dir).rsplit('/', 1)[-1]} is damaged "
+                  f"({reason}); set aside as damaged-{folder}", flush=True)
+        yield store, ckpt
 
 
 def remove_run_dir(run_dir: str | Path, keep_lock: bool = False) -> None:

@@ -62,7 +62,7 @@ from workflows.common import (
 from workflows.config import load_config, stage_key
 from workflows.console import quiet_ray, verbose_from_env
 from workflows.raytrain import run_train_job
-from workflows.runs import RunInUse, fingerprint, remove_run_dir, run_identity, run_lock, run_name
+from workflows.runs import RunInUse, fingerprint, open_run, remove_run_dir, run_identity, run_name
 from workflows.stage_run import DataSettings, StageRun, StageSettings
 from workflows.train_loop import train_func
 from workflows.wandb_log import curriculum_group, previous_budgets
@@ -179,22 +179,14 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     log = getattr(args, "ray_log", None)
     run = run.replace(run_name=name, run_dir=run_dir, fingerprint=fp, ray_log=str(log) if log else None)
     try:
-        with run_lock(run_dir):
-            store = CheckpointStore(run_dir)
-            if args.fresh:
-                remove_run_dir(run_dir, keep_lock=True)
-            ckpt, damaged = store.scan()
-            for folder, reason in damaged:
-                store.quarantine(folder)
-                print(f"[{key}] warning: checkpoint {folder} of run {name} is damaged ({reason}); set aside as "
-                      f"damaged-{folder}", flush=True)
+        with open_run(run_dir, fresh=args.fresh, tag=f"[{key}]") as (store, ckpt):
             if ckpt is not None:
                 print(f"resuming {key} from iteration {ckpt.iteration} of run {name}", flush=True)
             else:
                 print(f"starting {key} fresh (run {name}{', --fresh' if args.fresh else ''})", flush=True)
             if ckpt is None or not ckpt.manifest.get("final"):
                 _train(run, workers, bool(use_gpu))
-                ckpt, damaged = store.scan()
+                ckpt, _ = store.scan()
             if ckpt is None or not ckpt.manifest.get("final"):
                 raise UserError(f"stage {key}: run {name} ended without a final checkpoint (run folder {run_dir})")
             metrics = {k: v for k, v in ckpt.manifest.get("metrics", {}).items() if isinstance(v, int | float)}
