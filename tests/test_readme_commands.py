@@ -83,7 +83,7 @@ def test_the_readme_commands_run_as_written(run_cli, scratch_repo, repo_root):
             done.append(cmd)
 
     # what the commands say they do, they did
-    exp = next(c for c in outputs if c.startswith("dvc exp run -S stages.yaml:train.d2_16.lr=5e-4"))
+    exp = next(c for c in outputs if c.startswith("dvc exp run -S 'stages.yaml:++train.d2_16.lr=5e-4'"))
     assert _ran(outputs[exp]) == {"train@d2_16", "train@d2_32", "train@d2_64", "evaluate"}
     assert (repo / "dvc_plots" / "index.html").is_file()
     best = json.loads((repo / "outputs" / "tune" / "d2_16" / "best_params.json").read_text())

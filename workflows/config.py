@@ -599,7 +599,7 @@ _HEADER = """\
 # Every section DVC reads params from is written in full, defaults included. DVC tracks each train
 # stage's own entry (train.d2_XX) and stage_defaults plus model/targets/data, so editing one stage
 # reruns that stage and the later ones only:
-#   dvc repro  |  dvc exp run -S stages.yaml:train.d2_16.lr=5e-4
+#   dvc repro  |  dvc exp run -S 'stages.yaml:++train.d2_16.lr=5e-4'
 """
 #: the order of the written file's sections
 _ORDER = ("profile", "seed", "model", "targets", "data", "stage_defaults", "train", "evaluate", "ray", "wandb",
