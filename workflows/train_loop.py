@@ -25,6 +25,7 @@ reports an epoch twice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import threading
@@ -278,6 +279,7 @@ class _Worker:
     val_loader: torch.utils.data.DataLoader
     loss_cfg: LossConfig
     loss_scale: float
+    lr_final_fraction: float  # where the cosine schedule ends, as a fraction of the stage's lr
     total: int  # iterations of the stage
     steps: int  # iterations per epoch
     epochs: int
@@ -329,7 +331,8 @@ def _set_up(run: StageRun, wc: WorkerContext) -> _Worker:
     return _Worker(
         run=run, wc=wc, tag=f"[{run.stage}]", model=model, core=core, evaluated=ema.model if ema else core,
         ema=ema, frozen=frozen, opt=opt, train_ds=train_ds, sampler=sampler, loader=loader, val_loader=val_loader,
-        loss_cfg=run.loss_config(), loss_scale=shard_loss_scale(hi - lo, batch_size, wc.world), total=total, steps=steps,
+        loss_cfg=run.loss_config(), loss_scale=shard_loss_scale(hi - lo, batch_size, wc.world),
+        lr_final_fraction=LR_FINAL_FRACTION if st.lr_final is None else st.lr_final / st.lr, total=total, steps=steps,
         epochs=math.ceil(total / steps), store=CheckpointStore(run.run_dir) if run.run_dir else None,
     )
 
@@ -360,8 +363,16 @@ def _start(w: _Worker) -> Position:
               f"{', heatmap2 only (trunk frozen)' if w.frozen else ''}"
               f"{', bf16 autocast' if st.precision == 'bf16' else ''}", flush=True)
         # one wandb run per training run: a resumed run (same name) continues it instead of adding one
-        w.wandb = init_stage_run(run) if run.wandb else None
+        w.wandb = init_stage_run(run.wandb, run.run_name, run.stage, _wandb_config(run)) if run.wandb else None
     return pos or Position()
+
+
+def _wandb_config(run: StageRun) -> dict[str, Any]:
+    """What a stage's wandb run records as its config: the run's settings, model, targets and data."""
+    return {"stage": run.stage, "settings": run.settings.as_dict(), "model": run.model,
+            "targets": {"sigma_2d": run.sigma_2d, "depth_range": list(run.depth_range)},
+            "data": dataclasses.asdict(run.data), "init_checkpoint": run.init_checkpoint, "seed": run.seed,
+            "run_name": run.run_name, "fingerprint": run.fingerprint}
 
 
 def _step(w: _Worker, batch: dict[str, Any], pos: Position, poller: StopPoller) -> tuple[float, float, bool]:
@@ -372,8 +383,7 @@ def _step(w: _Worker, batch: dict[str, Any], pos: Position, poller: StopPoller) 
     st, device = w.run.settings, w.wc.device
     it = pos.iteration
     batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    final = LR_FINAL_FRACTION if st.lr_final is None else st.lr_final / st.lr
-    lr = st.lr * _lr_factor(it, w.total, st.schedule, st.warmup_iters, final)
+    lr = st.lr * _lr_factor(it, w.total, st.schedule, st.warmup_iters, w.lr_final_fraction)
     for g in w.opt.param_groups:
         g["lr"] = lr
     hm2d, vol = forward(w.model, batch["image"], st.precision == "bf16")

@@ -27,7 +27,6 @@ experiments in one group).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +36,6 @@ from typing import Any
 
 from workflows.common import outputs_dir
 from workflows.config import stage_chain
-from workflows.stage_run import StageRun
 
 __all__ = [
     "CURRICULUM_STEP",
@@ -97,14 +95,11 @@ def _init(wb: Mapping[str, Any], curriculum_step: bool, **kwargs: Any):
     return run
 
 
-def init_stage_run(run: StageRun):
-    """The wandb run of a training stage ``run`` (rank 0 of ``workflows.train_loop``): id = the stage run's name, so a resumed stage run (same name)
-    continues it instead of adding one."""
-    config = {"stage": run.stage, "settings": run.settings.as_dict(), "model": run.model,
-              "targets": {"sigma_2d": run.sigma_2d, "depth_range": list(run.depth_range)},
-              "data": dataclasses.asdict(run.data), "init_checkpoint": run.init_checkpoint, "seed": run.seed,
-              "run_name": run.run_name, "fingerprint": run.fingerprint}
-    return _init(run.wandb, True, id=run.run_name, resume="allow", name=run.stage, job_type="stage", config=config)
+def init_stage_run(wb: Mapping[str, Any], run_name: str, stage: str, config: Mapping[str, Any]):
+    """The wandb run of a training stage (rank 0 of ``workflows.train_loop``; ``wb`` its wandb settings,
+    ``config`` what the run logs as its config): id = the stage run's name, so a resumed stage run
+    (same name) continues it instead of adding one."""
+    return _init(wb, True, id=run_name, resume="allow", name=stage, job_type="stage", config=dict(config))
 
 
 def log_epoch(run, metrics: Mapping[str, Any], curriculum_iteration: int) -> None:
