@@ -309,7 +309,8 @@ def test_profiles_state_only_what_differs_and_write_fills_the_rest(tmp_path, rep
 
 
 def test_synth_looks_choices_match_the_generator() -> None:
-    from pose.data.synth.generate import LOOKS
+    from pose.data.synth.generate import LOOKS, TRAIN_FAMILIES
     from workflows.config import SECTIONS
 
     assert SECTIONS["data"]["synth_looks"].choices == LOOKS
+    assert SECTIONS["data"]["synth_appearance"].choices == TRAIN_FAMILIES

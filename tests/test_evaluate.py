@@ -73,9 +73,13 @@ def test_incomplete_packed_copy_is_one_line_before_any_model(micro_packed, tmp_p
 
 
 def test_real_split_and_group_tables_from_metrics():
-    """final_summary / real_markdown / group_markdown on hand-made figures: reduction, monotonicity,
-    one table row per stage and split."""
-    from workflows.evaluate import final_summary, group_markdown, real_markdown
+    """final_summary / extra_markdown / group_markdown on hand-made figures: reduction, monotonicity
+    (strict, and within FLAT_MM), one table row per stage and split."""
+    from workflows.evaluate import FLAT_MM, final_summary, group_markdown
+    from workflows.evaluate import extra_markdown as _extra
+
+    def real_markdown(m):
+        return _extra(m, "real")
 
     groups = {g: {"mpjpe": 100.0, "pa_mpjpe": 80.0, "pck2d": 0.5} for g in ("torso", "arms", "legs")}
 
@@ -91,6 +95,10 @@ def test_real_split_and_group_tables_from_metrics():
     assert real["final"]["reduction_vs_baseline"] == pytest.approx(1 / 6)
     assert real["final"]["monotone_decrease"] and real["final"]["baseline_pa_mpjpe"] == 150.0
     assert not final_summary(split([(2, 200.0), (4, 250.0)], 300.0))["monotone_decrease"]
+    assert real["final"]["never_rises"] and not final_summary(split([(2, 200.0), (4, 250.0)], 300.0))["never_rises"]
+    rise = final_summary(split([(2, 200.0), (4, 200.0 + FLAT_MM)], 300.0))
+    assert rise["never_rises"] and not rise["monotone_decrease"]
+    assert not final_summary(split([(2, 200.0), (4, 200.0 + FLAT_MM + 0.01)], 300.0))["never_rises"]
     m = {**split([(2, 500.0), (4, 300.0)], 400.0), "real": real}
     lines = real_markdown(m)
     assert "| d2_04 | 4 | 250.0 | – | 251.0 | – | 125.0 | 16.7 % |" in lines
@@ -109,6 +117,13 @@ def test_real_split_and_group_tables_from_metrics():
     assert sum(ln.startswith("| embedded |") for ln in table) == 3 and sum(ln.startswith("| real poses |") for ln in table) == 3
     assert "| real poses | d2_04 | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % | 100.0 | 80.0 | 50.0 % |" in table
     assert real_markdown({"stages": {}}) == []
+    # the held-out-looks split: its own heading and title, its own rows in the group table
+    m["heldout"] = {**real, "final": final_summary(real)}
+    lines = _extra(m, "heldout")
+    assert lines[1].startswith("## Held-out-looks split (the same 394 real poses")
+    assert "| d2_04 | 4 | 250.0 | 255.0 | 251.0 | – | 125.0 | 16.7 % |" in lines
+    assert any(ln.startswith("Final stage d2_04 on held-out looks: 250.0 mm") for ln in lines)
+    assert sum(ln.startswith("| held-out looks |") for ln in group_markdown(m)) == 3
 
 
 def test_lifters_fed_with_the_networks_2d(tmp_path):

@@ -74,6 +74,7 @@ def outputs_dir(root: Path, *parts: str) -> Path:
 #: the commands that make the packed splits, named by the error about a missing one
 MAKE_PACKED = "`dvc repro prepare`, or `pose synth` + `pose prepare SRC --out DIR`"
 MAKE_REAL = "`dvc repro real_split`"
+MAKE_HELDOUT = "`dvc repro heldout_split`"
 
 
 def require_packed(split: Path, made_by: str = MAKE_PACKED) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Data stages of the DVC pipeline: ``synth`` (render the embedded default dataset), ``prepare``, ``real``.
+"""Data stages of the DVC pipeline: ``synth`` (render the embedded default dataset), ``prepare``, ``real``,
+``heldout``.
 
     python -m workflows.data synth    [--config stages.yaml] [--root DIR]
     python -m workflows.data prepare  [--config stages.yaml] [--root DIR]
     python -m workflows.data real     [--config stages.yaml] [--root DIR]
+    python -m workflows.data heldout  [--config stages.yaml] [--root DIR]
 
 ``data.source`` in stages.yaml selects the data:
 
@@ -26,6 +28,13 @@ none), whatever ``data.source``: rendered into ``outputs/data/real/raw`` by
 files byte for byte on every run) and packed into ``outputs/data/real/packed/test``. It is
 evaluated only (``workflows/evaluate.py``), never trained or validated on. With ``real_test: null``
 the folder holds only ``NONE.txt``.
+
+The **held-out-looks test split** (``heldout``, the ``heldout_split`` stage): the same poses,
+cameras and person boxes drawn in the ``heldout`` look family of ``pose.data.synth.appearance``,
+which no training set draws (body thickness outside the training ranges, cel shading with
+outlines, dotted clothes on a mannequin palette, room and bokeh backgrounds, blur, noise and
+JPEG), into ``outputs/data/heldout/{raw,packed/test}``: how much of what the network learned
+holds on a look it never saw. Evaluated only, like the real-pose split.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from pathlib import Path
 
 from pose.data import prepare as pose_prepare
 from pose.data.synth import cli as synth_cli
-from pose.data.synth.real import render_real
+from pose.data.synth.real import HELDOUT_SEED, REAL_SEED, render_real
 from pose.tools.cli import run_command
 from workflows.common import UserError, outputs_dir, project_root, run_cli
 from workflows.config import load_config
@@ -76,7 +85,7 @@ def synth(cfg: dict, root: Path) -> Path:
             d = cfg["data"]
             argv = ["--out", str(tmp), "--seed", str(d["synth_seed"]),
                     "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"],
-                    "--pose-prior", str(d["synth_pose_prior"]), "--mirror", str(d["synth_mirror"])]
+                    "--appearance", d["synth_appearance"], "--pose-prior", str(d["synth_pose_prior"]), "--mirror", str(d["synth_mirror"])]
             if d["synth_frames"]:
                 argv += ["--frames", str(d["synth_frames"])]
             _pose("synth", synth_cli, argv)
@@ -114,30 +123,30 @@ def prepare(cfg: dict, root: Path) -> Path:
     return out
 
 
-def real(cfg: dict, root: Path) -> Path:
-    """The ``real_split`` stage: ``data.real_test`` rendered into ``outputs/data/real/raw`` and packed
-    into ``outputs/data/real/packed/test`` (module docstring); written into a temporary folder and
-    renamed, so a stopped run leaves no half split."""
-    out = outputs_dir(root, "data", "real")
+def _render_poses(cfg: dict, root: Path, name: str, family: str, seed: int) -> Path:
+    """``data.real_test`` rendered in look ``family`` with look ``seed`` into ``outputs/data/<name>/raw``
+    and packed into ``outputs/data/<name>/packed/test``; written into a temporary folder and renamed,
+    so a stopped run leaves no half split."""
+    out = outputs_dir(root, "data", name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / ".real.tmp"  # a fixed name: the packed meta.json records it, the same on every run
+    tmp = out.parent / f".{name}.tmp"  # a fixed name: the packed meta.json records it, the same on every run
     npz = cfg["data"]["real_test"]
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
         if npz is None:
-            (tmp / "NONE.txt").write_text("data.real_test: null (no real-pose test split)\n")
+            (tmp / "NONE.txt").write_text(f"data.real_test: null (no {name} test split)\n")
         else:
             path = source_path(npz, root)
             if not path.is_file():
                 raise UserError(f"data.real_test: file not found: {path}")
 
             try:
-                s = render_real(path, tmp / "raw")
+                s = render_real(path, tmp / "raw", seed=seed, family=family)
             except ValueError as exc:
                 raise UserError(f"data.real_test: {exc}") from None
-            print(f"real_split: {s['frames']} real poses ({','.join(s['subjects'])}: {','.join(s['actions'])}) "
-                  f"from {path}")
+            print(f"{name}: {s['frames']} real poses ({','.join(s['subjects'])}: {','.join(s['actions'])}) "
+                  f"from {path}, {family} looks")
             d = cfg["data"]
             _pose("prepare", pose_prepare, [str(tmp / "raw"), "--out", str(tmp / "packed"), "--layout", "seed",
                                             "--split", "test", "--on-bad", d["on_bad"],
@@ -150,7 +159,17 @@ def real(cfg: dict, root: Path) -> Path:
     return out
 
 
-STEPS = {"synth": synth, "prepare": prepare, "real": real}
+def real(cfg: dict, root: Path) -> Path:
+    """The ``real_split`` stage: ``data.real_test`` in the ``classic`` looks (module docstring)."""
+    return _render_poses(cfg, root, "real", "classic", REAL_SEED)
+
+
+def heldout(cfg: dict, root: Path) -> Path:
+    """The ``heldout_split`` stage: ``data.real_test`` in the ``heldout`` looks (module docstring)."""
+    return _render_poses(cfg, root, "heldout", "heldout", HELDOUT_SEED)
+
+
+STEPS = {"synth": synth, "prepare": prepare, "real": real, "heldout": heldout}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,10 @@ test sample.
 **Real-pose split** (``data.real_test``, ``outputs/data/real/packed/test``: real Human3.6M poses
 rendered with their own camera and person box, never trained or validated on): the same figures
 per stage, beside the embedded split, with the same mean pose (of the synthetic training split) as
-its baseline. **Joint groups** (torso, arms, legs; ``skeleton.JOINT_GROUPS_17``) on both splits:
+its baseline. **Held-out-looks split** (``outputs/data/heldout/packed/test``, the ``heldout_split``
+stage): the same real poses, cameras and boxes drawn in a look family no training set draws
+(``pose.data.synth.appearance``), reported the same way. **Joint groups** (torso, arms, legs;
+``skeleton.JOINT_GROUPS_17``) on every split:
 3D MPJPE and PA-MPJPE (argmax) and the 2D PCK@0.1 of the person box (the argmax pose projected
 with K against the projected ground truth, threshold 0.1 × the box side in raw px).
 
@@ -73,7 +76,16 @@ from pose.skeleton import JOINT_GROUPS_17
 from pose.targets import DepthRange
 from pose.viz import plot_curves
 from workflows import report_html
-from workflows.common import MAKE_REAL, UserError, outputs_dir, project_root, publish, require_packed, run_cli
+from workflows.common import (
+    MAKE_HELDOUT,
+    MAKE_REAL,
+    UserError,
+    outputs_dir,
+    project_root,
+    publish,
+    require_packed,
+    run_cli,
+)
 from workflows.config import load_config
 from workflows.gallery import collect
 from workflows.wandb_log import log_evaluation
@@ -99,7 +111,7 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     test_dir, train_dir = packed / "test", packed / "train"
     for d in (train_dir, test_dir):
         require_packed(d)
-    real_dir = real_split(cfg, root)
+    extra_dirs = {name: extra_split(cfg, root, name) for name in EXTRA_SPLITS}
     ckpts = {}
     for key in cfg["train"]:
         p = outputs_dir(root, "stages", key, "model.pt")
@@ -154,17 +166,18 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
     for r in table_rows:
         r["baseline_mean_pose"] = b
     finals = {"embedded": (last_eval[1], gt)}  # the final stage's argmax poses, for the lifters
-    real = None if real_dir is None else evaluate_real(cfg, real_dir, ckpts, mp, device, log, finals)
+    for name, split in extra_dirs.items():
+        if split is None:
+            continue
+        extra = metrics[name] = evaluate_extra(cfg, name, split, ckpts, mp, device, log,
+                                               finals if name == "real" else None)
+        for r in table_rows:
+            s = extra["stages"][r["stage"]]
+            r.update({f"{name}_{k}": s[k]["full"] for k in ("mpjpe_argmax", "mpjpe_local", "mpjpe_soft", "pa_mpjpe")},
+                     **{f"{name}_baseline_mean_pose": extra["final"]["baseline_mean_pose"]})
     lifted = lift_c2f(root, finals, log, lifters)
     if lifted:
         metrics["lifters"] = lifted
-    if real is not None:
-        metrics["real"] = real
-        for r in table_rows:
-            s = real["stages"][r["stage"]]
-            r.update(real_mpjpe_argmax=s["mpjpe_argmax"]["full"], real_mpjpe_local=s["mpjpe_local"]["full"],
-                     real_mpjpe_soft=s["mpjpe_soft"]["full"],
-                     real_pa_mpjpe=s["pa_mpjpe"]["full"], real_baseline_mean_pose=real["final"]["baseline_mean_pose"])
 
     gallery = collect(last_eval[0], last_eval[1], gt, last_eval[2], actions, names)
     return {"metrics": metrics, "per_action": per_action, "rows": table_rows, "gallery": gallery}
@@ -172,7 +185,8 @@ def evaluate(cfg: dict[str, Any], root: Path, device: str = "cpu", log=print) ->
 
 def final_summary(m: dict[str, Any]) -> dict[str, Any]:
     """The last stage's argmax MPJPE and PA-MPJPE against the mean pose, and whether the argmax MPJPE
-    falls at every stage; the same for the argmax refined by its local centroid (``*_local``) where
+    falls at every stage (``monotone_decrease``) or at least never rises by more than :data:`FLAT_MM`
+    (``never_rises``); the same for the argmax refined by its local centroid (``*_local``) where
     every stage has it. ``m`` holds ``stages`` and ``baseline_mean_pose`` as ``evaluate`` writes them."""
     keys = list(m["stages"])
     b = m["baseline_mean_pose"]["mpjpe"]["full"]
@@ -182,6 +196,7 @@ def final_summary(m: dict[str, Any]) -> dict[str, Any]:
         return seq, bool(all(x > y for x, y in zip(seq, seq[1:], strict=False)))
 
     seq, monotone = trend("mpjpe_argmax")
+    flat_ok = bool(all(y <= x + FLAT_MM for x, y in zip(seq, seq[1:], strict=False)))
     out = {
         "stage": keys[-1],
         "mpjpe_argmax": seq[-1],
@@ -190,6 +205,7 @@ def final_summary(m: dict[str, Any]) -> dict[str, Any]:
         "baseline_pa_mpjpe": m["baseline_mean_pose"]["pa_mpjpe"]["full"],
         "reduction_vs_baseline": 1.0 - seq[-1] / b,
         "monotone_decrease": monotone,
+        "never_rises": flat_ok,
     }
     if all("mpjpe_local" in m["stages"][k] for k in keys):
         seq, monotone = trend("mpjpe_local")
@@ -249,26 +265,35 @@ def limb_groups(pred: np.ndarray, gt: np.ndarray, K: np.ndarray, side: np.ndarra
     return group_errors(pred, gt, project(pred, K), project(gt, K), side, JOINT_GROUPS_17)
 
 
-def real_split(cfg: dict[str, Any], root: Path) -> Path | None:
-    """The packed real-pose split (``outputs/data/real/packed/test``), checked whole; None when
-    ``data.real_test`` is null; a :class:`UserError` when it is missing or incomplete."""
+#: the evaluate-only test splits beside the embedded one: metrics key → (name in tables, folder
+#: under outputs/data, the command that makes it); both hold ``data.real_test``'s poses
+EXTRA_SPLITS = {"real": ("real poses", "real", MAKE_REAL), "heldout": ("held-out looks", "heldout", MAKE_HELDOUT)}
+#: a stage "does not lose" what the one before had when its argmax MPJPE rises by at most this (mm)
+FLAT_MM = 2.0
 
+
+def extra_split(cfg: dict[str, Any], root: Path, name: str) -> Path | None:
+    """The packed split ``name`` of :data:`EXTRA_SPLITS` (``outputs/data/<name>/packed/test``), checked
+    whole; None when ``data.real_test`` is null; a :class:`UserError` when it is missing or incomplete."""
     if cfg["data"]["real_test"] is None:
         return None
-    split = outputs_dir(root, "data", "real", "packed", "test")
-    require_packed(split, MAKE_REAL)
+    _, folder, made_by = EXTRA_SPLITS[name]
+    split = outputs_dir(root, "data", folder, "packed", "test")
+    require_packed(split, made_by)
     return split
 
 
-def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: np.ndarray, device: str = "cpu",
-                  log=print, finals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
-    """Every stage on the real-pose split ``split`` (:func:`real_split`; module docstring), the mean
-    pose ``mp`` (17, 3) as its baseline. ``finals`` receives the last stage's argmax predictions and
-    ground truth under ``"real poses"``."""
+def evaluate_extra(cfg: dict[str, Any], name: str, split: Path, ckpts: dict[str, Path], mp: np.ndarray,
+                   device: str = "cpu", log=print, finals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+                   ) -> dict[str, Any]:
+    """Every stage on the split ``name`` at ``split`` (:func:`extra_split`; module docstring), the
+    mean pose ``mp`` (17, 3) as its baseline. ``finals`` receives the last stage's argmax
+    predictions and ground truth under the split's table name."""
+    title = EXTRA_SPLITS[name][0]
     n_all = int(read_meta(split)["count"])
     ev = cfg["evaluate"]
     rows = np.arange(n_all)
-    if ev["max_samples"] and ev["max_samples"] < n_all:
+    if ev["max_samples"] and ev["max_samples"] < n_all:  # the same rows on every split of the same poses
         rows = np.sort(np.random.default_rng(cfg["seed"] + 4243).choice(n_all, ev["max_samples"], replace=False))
     geometry = split_geometry(split, rows)
     out: dict[str, Any] = {"num_test": len(rows), "source": cfg["data"]["real_test"], "stages": {}}
@@ -281,9 +306,9 @@ def evaluate_real(cfg: dict[str, Any], split: Path, ckpts: dict[str, Path], mp: 
                              **{k: {"full": float(e.mean())} for k, e in _errors(res, gt).items()},
                              "groups": limb_groups(res["mpjpe_argmax"], gt, *geometry)}
         out["stages"][key] = m
-        log(_stage_line(f"{key} real-pose split:", m, len(rows), time.time() - t0))
+        log(_stage_line(f"{key} {title}:", m, len(rows), time.time() - t0))
     if finals is not None:
-        finals["real poses"] = (res["mpjpe_argmax"], gt)
+        finals[title] = (res["mpjpe_argmax"], gt)
     base = np.broadcast_to(mp, gt.shape) + gt[:, :1]
     out["baseline_mean_pose"] = {"mpjpe": {"full": float(mpjpe(base, gt).mean())},
                                  "pa_mpjpe": {"full": float(pa_mpjpe(base, gt).mean())},
@@ -416,17 +441,27 @@ def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
     }))
     lines += ["", "## Per action, argmax MPJPE of every stage", ""]
     lines.append(format_action_table({k: pa[k]["mpjpe_argmax"] for k in m["stages"]}))
-    lines += real_markdown(m) + group_markdown(m) + lift_markdown(m)
+    lines += extra_markdown(m, "real") + extra_markdown(m, "heldout") + group_markdown(m) + lift_markdown(m)
     return "\n".join(lines) + "\n"
 
 
-def real_markdown(m: dict[str, Any]) -> list[str]:
-    """Report lines of the real-pose split (none without one)."""
-    if "real" not in m:
+#: the heading of each :data:`EXTRA_SPLITS` split in the report
+_EXTRA_HEADINGS = {
+    "real": "Real-pose split ({n} real Human3.6M poses of `{src}`, rendered with their own camera and person box; "
+            "evaluated only)",
+    "heldout": "Held-out-looks split (the same {n} real poses, cameras and boxes drawn in a look family no training "
+               "set draws: other body thickness, cel shading with outlines, dotted clothes on a mannequin palette, "
+               "room and bokeh backgrounds, blur, noise and JPEG; evaluated only)",
+}
+
+
+def extra_markdown(m: dict[str, Any], name: str) -> list[str]:
+    """Report lines of the :data:`EXTRA_SPLITS` split ``name`` (none without one)."""
+    if name not in m:
         return []
-    r = m["real"]
-    lines = ["", f"## Real-pose split ({r['num_test']} real Human3.6M poses of `{r['source']}`, rendered with their "
-             "own camera and person box; evaluated only)", "",
+    r = m[name]
+    title = EXTRA_SPLITS[name][0]
+    lines = ["", "## " + _EXTRA_HEADINGS[name].format(n=r["num_test"], src=r["source"]), "",
              "| stage | d2 | MPJPE argmax | MPJPE argmax+local | MPJPE soft-argmax | MPJPE argmax (fit) | PA-MPJPE | "
              "below mean pose |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -437,7 +472,7 @@ def real_markdown(m: dict[str, Any]) -> list[str]:
                      f"{s['pa_mpjpe']['full']:.1f} | {100 * (1 - s['mpjpe_argmax']['full'] / b['mpjpe']['full']):.1f} % |")
     lines.append(f"| mean pose | – | {b['mpjpe']['full']:.1f} | – | – | – | {b['pa_mpjpe']['full']:.1f} | – |")
     f = r["final"]
-    lines += ["", f"Final stage {f['stage']} on real poses: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs "
+    lines += ["", f"Final stage {f['stage']} on {title}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs "
               f"{f['baseline_mean_pose']:.1f} mm for the mean pose (reduction {100 * f['reduction_vs_baseline']:.1f} %), "
               f"PA-MPJPE {f['pa_mpjpe']:.1f} vs {f['baseline_pa_mpjpe']:.1f} mm; argmax MPJPE falls at every stage: "
               f"{'yes' if f['monotone_decrease'] else 'no'}.", *_local_line(f)]
@@ -456,7 +491,7 @@ def group_markdown(m: dict[str, Any]) -> list[str]:
     """Report lines of the per-joint-group errors of every stage on each split."""
     lines = ["", "## Per joint group (argmax): 3D MPJPE / PA-MPJPE mm, 2D PCK@0.1 of the person box", "",
              "Torso = pelvis, hips, spine, neck, head, shoulders; arms = elbows, wrists; legs = knees, ankles.", ""]
-    splits = {"embedded": m, **({"real poses": m["real"]} if "real" in m else {})}
+    splits = {"embedded": m, **{title: m[name] for name, (title, *_) in EXTRA_SPLITS.items() if name in m}}
     groups = list(m["baseline_mean_pose"]["groups"])
     lines.append("| split | stage | " + " | ".join(f"{g} MPJPE | {g} PA | {g} PCK2D" for g in groups) + " |")
     lines.append("|---|---|" + "---:|" * (3 * len(groups)))
@@ -470,7 +505,8 @@ def group_markdown(m: dict[str, Any]) -> list[str]:
 
 def _csv(rows: list[dict[str, Any]]) -> str:
     fields = ["stage", "d2", "mpjpe_argmax", "mpjpe_soft", "mpjpe_argmax_fit", "pa_mpjpe", "subset_mpjpe_argmax",
-              "baseline_mean_pose", "real_mpjpe_argmax", "real_mpjpe_soft", "real_pa_mpjpe", "real_baseline_mean_pose"]
+              "baseline_mean_pose", *(f"{name}_{k}" for name in EXTRA_SPLITS
+                                      for k in ("mpjpe_argmax", "mpjpe_soft", "pa_mpjpe", "baseline_mean_pose"))]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -491,9 +527,10 @@ def _plots(result: dict[str, Any], root: Path, cfg: dict[str, Any], tmp: Path) -
     }
     if all("mpjpe_argmax_fit" in r for r in rows):
         series["argmax (bone-length fit)"] = (d2, [r["mpjpe_argmax_fit"] for r in rows])
-    if all("real_mpjpe_argmax" in r for r in rows):
-        series["real poses: argmax (GT root)"] = (d2, [r["real_mpjpe_argmax"] for r in rows])
-        series["real poses: mean-pose baseline"] = (d2, [r["real_baseline_mean_pose"] for r in rows])
+    for name, (title, *_) in EXTRA_SPLITS.items():
+        if all(f"{name}_mpjpe_argmax" in r for r in rows):
+            series[f"{title}: argmax (GT root)"] = (d2, [r[f"{name}_mpjpe_argmax"] for r in rows])
+            series[f"{title}: mean-pose baseline"] = (d2, [r[f"{name}_baseline_mean_pose"] for r in rows])
     plot_curves(series, xlabel="d2 (depth bins)", ylabel="mm", title="Test MPJPE per curriculum stage",
                 path=tmp / "mpjpe_per_stage.png")
     curves: dict[str, tuple[list[float], list[float]]] = {}
@@ -558,10 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     f = result["metrics"]["final"]
     print(f"[evaluate] final {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs mean pose "
           f"{f['baseline_mean_pose']:.1f} mm (reduction {100 * f['reduction_vs_baseline']:.1f} %); wrote {out}")
-    if "real" in result["metrics"]:
-        f = result["metrics"]["real"]["final"]
-        print(f"[evaluate] real-pose split, {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs mean pose "
-              f"{f['baseline_mean_pose']:.1f} mm (reduction {100 * f['reduction_vs_baseline']:.1f} %)")
+    for name, (title, *_) in EXTRA_SPLITS.items():
+        if name in result["metrics"]:
+            f = result["metrics"][name]["final"]
+            print(f"[evaluate] {title}, {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs mean pose "
+                  f"{f['baseline_mean_pose']:.1f} mm (reduction {100 * f['reduction_vs_baseline']:.1f} %)")
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 
-from pose.data.synth.generate import LOOKS
+from pose.data.synth.generate import LOOKS, TRAIN_FAMILIES
 from pose.skeleton import BONES_17, LEFT_17, RIGHT_17, to17
 
 #: BGR colours of the preview: right side red, left side blue, centre green
@@ -39,6 +39,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
                         help="probability that a training pose is replaced by its left/right mirror image (default 0)")
     parser.add_argument("--looks", choices=LOOKS, default="sequence",
                         help="draw clothes/girth/light once per sequence (default) or per training frame")
+    parser.add_argument("--appearance", choices=TRAIN_FAMILIES, default="classic",
+                        help="look family of the training frames: classic (one shading model, plain backgrounds) "
+                        "or varied (appearance randomisation: body thickness, four shading models, textures, six "
+                        "background families, occluders, colour/blur/noise/JPEG); the test split is always classic")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="also write a grid of rendered samples with their 2D joints (read back from the files)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -100,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = SynthConfig(frames=args.frames, seed=args.seed, workers=max(1, args.workers), test_clips=test_clips,
                           limb_mix=args.limb_mix, tilt=args.tilt, looks=args.looks,
-                          pose_prior=args.pose_prior, mirror=args.mirror)
+                          pose_prior=args.pose_prior, mirror=args.mirror, appearance=args.appearance)
         s = generate(args.out, cfg, force=args.force, progress=not args.quiet)
     except (FileExistsError, ValueError) as exc:
         print(f"pose synth: error: {exc}", file=sys.stderr)

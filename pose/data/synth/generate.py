@@ -12,7 +12,10 @@ Layout of the data set (all choices documented here):
 - One subaction (1) per action; 4 cameras per (subject, action), placed around the body like the
   H36M rig (yaw = random base + 90°·(camera_id − 1) ± 20°), each with its own random elevation,
   distance and intrinsics (``render.random_camera``); appearance (clothes, girth, light) random
-  per (subject, action), or per training frame with ``looks="frame"``.
+  per (subject, action), or per training frame with ``looks="frame"``, drawn from the look family
+  ``appearance`` for the training split (``pose.data.synth.appearance``: ``classic``, or
+  ``varied``, the appearance randomisation) and always from ``classic`` for the test split, so
+  the embedded test figures do not move with the training looks.
 - Training-pose diversity (training subjects only; the test split does not depend on these
   settings): ``limb_mix`` = probability that each limb (legs, arms, head; ``motion.LIMBS``) of a
   training frame is replaced by the same limb of a random moment of a random *training* clip,
@@ -57,7 +60,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pose.data.synth import motion, render, writer
+from pose.data.synth import appearance, motion, render, writer
 
 TRAIN_SUBJECTS: tuple[int, ...] = (1, 5, 6, 7, 8)
 TEST_SUBJECTS: tuple[int, ...] = (9, 11)
@@ -86,9 +89,13 @@ class SynthConfig:
     looks: str = "sequence"
     pose_prior: float = 0.0
     mirror: float = 0.0
+    appearance: str = "classic"
 
 
 LOOKS = ("sequence", "frame")
+#: look families a data set may be rendered in (``appearance.FAMILIES`` less ``heldout``, which only
+#: the held-out-looks test split draws)
+TRAIN_FAMILIES = ("classic", "varied")
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class Sequence:
     tilt: float = 0.0
     pose_prior: float = 0.0
     mirror: float = 0.0
+    appearance: str = "classic"
 
 
 def clear_out(out: str | os.PathLike, force: bool) -> str:
@@ -129,6 +137,8 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
     for name in ("limb_mix", "tilt", "pose_prior", "mirror"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.appearance not in TRAIN_FAMILIES:
+        raise ValueError(f"appearance: must be one of {TRAIN_FAMILIES}, got {cfg.appearance!r}")
     if cfg.looks not in LOOKS:
         raise ValueError(f"looks: must be one of {LOOKS}, got {cfg.looks!r}")
     if not set(cfg.cameras) <= {1, 2, 3, 4}:
@@ -156,7 +166,8 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
                 seqs.append(Sequence(s, clip, motion.ACTION_NAMES[clip], names.index(clip) + 2, 1, cam,
                                      index, n, is_train, cfg.seed, mix, tuple(train_clips) if mix else (),
                                      is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0,
-                                     cfg.pose_prior if is_train else 0.0, cfg.mirror if is_train else 0.0))
+                                     cfg.pose_prior if is_train else 0.0, cfg.mirror if is_train else 0.0,
+                                     cfg.appearance if is_train else "classic"))
                 index += n
     return seqs
 
@@ -177,7 +188,7 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
     target = np.array([0.0, 0.0, float(clip.points[:, 0, 2].mean())])
     yaw = base_yaw + np.pi / 2 * (seq.camera_id - 1) + np.deg2rad(r.uniform(-20, 20))
     cam = render.random_camera(r, target, yaw)
-    look = render.random_look(_rng(seq.seed, seq.subject, ci, 4000))
+    look = appearance.random_look(_rng(seq.seed, seq.subject, ci, 4000), seq.appearance)
     n_video = max(int(np.floor(clip.duration * FPS)), 1)
     step = max(n_video // seq.n_frames, 1)
     start = int(r.integers(step))
@@ -196,8 +207,8 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
             P = _tilt(P, seq.tilt, _rng(seq.seed, index, 7500))
         P = motion.rescale_bones(P, lengths)
         if seq.frame_looks:
-            look = render.random_look(_rng(seq.seed, index, 8000))
-        img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look)
+            look = appearance.random_look(_rng(seq.seed, index, 8000), seq.appearance)
+        img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look, family=seq.appearance)
         info = writer.format_info(seq.subject, seq.action_id, seq.action, seq.subaction, seq.camera_id, frame_id)
         write_frame(root, index, img, bbox, A, P_cam, cam, info, flags)
     return seq.n_frames

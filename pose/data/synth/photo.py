@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pose.data.synth import motion, render
+from pose.data.synth import appearance, motion, render
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def render_photo(
     """
     rng = np.random.default_rng(seed)
     if cluttered:
-        img = cv2.resize(render.background(rng), (width, height), interpolation=cv2.INTER_LINEAR)
+        img = cv2.resize(appearance.background(rng), (width, height), interpolation=cv2.INTER_LINEAR)
     else:
         top, bottom = rng.uniform(60, 220, 3), rng.uniform(60, 220, 3)
         a = np.linspace(0.0, 1.0, height)[:, None, None]
@@ -58,7 +58,7 @@ def render_photo(
         target = np.array([0.0, 0.0, float(clip.points[:, 0, 2].mean())])
         R, T = render.look_at(target, spec.yaw, np.deg2rad(5.0), 4500.0)
         cam = render.Camera(R, T, np.array([1145.0, 1145.0]), np.array([500.0, 500.0]))
-        look = render.random_look(rng)
+        look = appearance.random_look(rng)
         P_cam = cam.to_camera(P)
         E = render.extended_points(P_cam)
         uv = cam.project(E)

@@ -25,11 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from pose import skeleton
-from pose.data.synth import render, writer
+from pose.data.synth import appearance, render, writer
 from pose.data.synth.generate import PROTOCOL2_STEP, clear_out, png_flags, write_frame
 
 #: seed of the looks/backgrounds of the real split (independent of ``data.synth_seed``)
 REAL_SEED = 19
+#: seed of the held-out-looks split: the same poses, cameras and boxes drawn in the ``heldout``
+#: look family (``pose.data.synth.appearance``), which no training set draws
+HELDOUT_SEED = 23
 #: toe base / toe end offsets from the ankle, mm, as (along the shin, forward, sideways) — the
 #: medians of the committed clips' toe points in that frame (sideways = shin × forward; right foot
 #: first, its toes turned out to +sideways, the left foot's to −sideways)
@@ -113,8 +116,10 @@ def camera_from_K(K: np.ndarray) -> render.Camera:
 
 
 def render_real(src: str | os.PathLike, out: str | os.PathLike, seed: int = REAL_SEED, force: bool = False,
-                png_compression: int = 1) -> dict:
-    """Render every pose of ``src`` into ``out`` (seed layout; written into ``out.tmp-real`` and renamed).
+                png_compression: int = 1, family: str = "classic") -> dict:
+    """Render every pose of ``src`` into ``out`` (seed layout; written into ``out.tmp-real`` and renamed)
+    in the look family ``family`` (``appearance.FAMILIES``; the real-pose split: ``classic``, the
+    held-out-looks split: ``heldout`` with :data:`HELDOUT_SEED`).
 
     Global index = position in ``src`` after a stable sort by (subject, action); one
     ``index_range`` file per (subject, action), Protocol2 every 8th frame (as ``pose synth``).
@@ -136,9 +141,9 @@ def render_real(src: str | os.PathLike, out: str | os.PathLike, seed: int = REAL
             a, _ = ranges.get((subject, action), (index, index))
             ranges[(subject, action)] = (a, index)
             cam = camera_from_K(poses.K[i])
-            look = render.random_look(np.random.default_rng([seed, index, 8000]))
+            look = appearance.random_look(np.random.default_rng([seed, index, 8000]), family)
             img, bbox, A, P_cam = render.render_frame(np.random.default_rng([seed, index, 5000]), P21[i], cam, look,
-                                                      bbox=real_box(poses.center[i], poses.scale[i]))
+                                                      bbox=real_box(poses.center[i], poses.scale[i]), family=family)
             action_id = skeleton.ACTIONS_H36M.index(action) + 2 if action in skeleton.ACTIONS_H36M else 1
             info = writer.format_info(subject, action_id, action, sub, cam_id, frame)
             write_frame(tmp, index, img, bbox, A, P_cam, cam, info, flags)

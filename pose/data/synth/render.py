@@ -13,7 +13,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-CROP = 224
+from pose.data.synth.appearance import (
+    HAIR,
+    PATCH,
+    SHIRT,
+    SHOES,
+    SKIN,
+    TROUSERS,
+    Look,
+    background,
+    finish,
+    occlude,
+)
+
+CROP = 224  # (appearance.CROP)
 FRAME = 1000  # the virtual raw frame (1000×1000)
 _SHIFT = 4  # fixed-point bits for sub-pixel cv2 drawing
 _ONE = 1 << _SHIFT
@@ -97,9 +110,8 @@ def raw_to_crop(bbox: np.ndarray, out_res: int = CROP) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # body model: capsules and spheres on the 21-point track (see motion.py) plus derived points
 # ---------------------------------------------------------------------------------------------
-#: parts (colour slots of ``Look.colours``)
-SKIN, SHIRT, TROUSERS, SHOES, HAIR, PATCH = range(6)
-#: capsules (a, b, radius mm, part); point indices into ``extended_points``
+#: capsules (a, b, radius mm, part); point indices into ``extended_points``; the first
+#: :data:`_N_LIMB` are limbs (``Look.girth``), the rest torso and neck (``Look.torso``)
 _CAPSULES: tuple[tuple[int, int, float, int], ...] = (
     (1, 2, 75.0, TROUSERS), (2, 3, 55.0, TROUSERS), (4, 5, 75.0, TROUSERS), (5, 6, 55.0, TROUSERS),
     (3, 18, 42.0, SHOES), (6, 20, 42.0, SHOES),
@@ -107,6 +119,7 @@ _CAPSULES: tuple[tuple[int, int, float, int], ...] = (
     (1, 4, 95.0, TROUSERS), (0, 7, 125.0, SHIRT), (7, 8, 135.0, SHIRT), (11, 14, 70.0, SHIRT),
     (8, 21, 50.0, SKIN),  # neck → head centre
 )
+_N_LIMB = 10
 #: spheres (point, radius mm, part): head, hair cap, nose, hands, chest patch
 _SPHERES: tuple[tuple[int, float, int], ...] = (
     (21, 105.0, SKIN), (22, 92.0, HAIR), (9, 28.0, SKIN), (23, 45.0, SKIN), (24, 45.0, SKIN),
@@ -117,7 +130,6 @@ _CAP_B = np.array([c[1] for c in _CAPSULES])
 _CAP_R = np.array([c[2] for c in _CAPSULES])
 _SPH_P = np.array([c[0] for c in _SPHERES])
 _SPH_R = np.array([c[1] for c in _SPHERES])
-#: shading layers (radius ×, offset towards the light ×, brightness ×), outermost first
 #: largest drawn radius (mm, before girth) around each of the 26 extended points (the outline
 #: boxes of ``photo``)
 _POINT_R = np.zeros(26)
@@ -125,7 +137,6 @@ for _a, _b, _r, _ in _CAPSULES:
     _POINT_R[_a], _POINT_R[_b] = max(_POINT_R[_a], _r), max(_POINT_R[_b], _r)
 for _p, _r, _ in _SPHERES:
     _POINT_R[_p] = max(_POINT_R[_p], _r * 1.1)
-_SHADES = np.array([(1.0, 0.0, 0.55), (0.78, 0.18, 0.8), (0.5, 0.3, 1.0), (0.22, 0.42, 1.18)])
 
 
 def extended_points(P: np.ndarray) -> np.ndarray:
@@ -142,117 +153,97 @@ def extended_points(P: np.ndarray) -> np.ndarray:
     return np.concatenate([P, head[None], hair[None], hands, patch[None]])
 
 
-@dataclass(frozen=True)
-class Look:
-    """Appearance of one rendered sequence: shade colours per part (6, 4) BGR tuples (one per
-    ``_SHADES`` layer), girth factor, light direction in the image (2,) unit vector."""
+def _girths(look: Look) -> tuple[np.ndarray, np.ndarray]:
+    """Thickness factors (capsules (C,), spheres (S,)) of ``look``; the classic look scales every
+    part by ``girth`` and the head by ``(1 + girth) / 2``."""
+    g = look.girth
+    cap = np.full(len(_CAPSULES), g)
+    sph = np.full(len(_SPHERES), g)
+    if look.torso is not None:
+        cap[_N_LIMB:] = look.torso
+        sph[5] = look.torso
+    return cap, sph
 
-    shades: tuple[tuple[tuple[float, float, float], ...], ...]
-    girth: float
-    light: np.ndarray
 
-
-def random_look(rng: np.random.Generator) -> Look:
-    skin = np.array([[60, 90, 150], [90, 130, 190], [120, 160, 215], [40, 60, 100]], float)[rng.integers(4)]
-    skin = skin * rng.uniform(0.85, 1.15)
-    shirt, trousers, shoes, patch = (rng.uniform(20, 235, 3) for _ in range(4))
-    trousers = trousers * rng.uniform(0.4, 1.0)
-    hair = skin * rng.uniform(0.2, 0.7)
-    colours = np.stack([skin, shirt, trousers, shoes * 0.6, hair, patch])
-    shades = tuple(tuple(tuple(float(v) for v in np.clip(c * k, 0, 255)) for k in _SHADES[:, 2]) for c in colours)
-    ang = rng.uniform(0, 2 * np.pi)
-    return Look(shades, float(rng.uniform(0.85, 1.2)), np.array([np.cos(ang), np.sin(ang)]))
+def _texture(img: np.ndarray, a: np.ndarray, b: np.ndarray, r: float, texture: tuple) -> None:
+    """Stripes across, or dots along, the capsule a→b (crop px) of radius r px, in place."""
+    kind, col = texture
+    d = b - a
+    length = float(np.hypot(*d))
+    if length < 1e-6 or r < 2.0:
+        return
+    n = np.array([-d[1], d[0]]) / length
+    period = max(2.2 * r if kind == "dots" else 1.2 * r, 3.0)
+    for t in np.arange(period / 2, length, period) / length:
+        c = a + t * d
+        if kind == "dots":
+            cv2.circle(img, np.round(c * _ONE).astype(int).tolist(), max(int(round(0.45 * r * _ONE)), 1), col, -1,
+                       cv2.LINE_AA, _SHIFT)
+        else:
+            p, q = np.round((c - 0.85 * r * n) * _ONE).astype(int), np.round((c + 0.85 * r * n) * _ONE).astype(int)
+            cv2.line(img, p.tolist(), q.tolist(), col, max(int(round(0.3 * r)), 1), cv2.LINE_AA, _SHIFT)
 
 
 def draw_body(img: np.ndarray, P_cam: np.ndarray, A: np.ndarray, cam: Camera, look: Look) -> None:
     """Draw the body into ``img`` (crop, uint8 H×W×3 BGR) in place, far-to-near (painter's order
-    by the mean camera depth of each primitive), with layered shading toward ``look.light``.
+    by the mean camera depth of each primitive), each primitive as ``look.layers`` (outermost first)
+    shifted toward ``look.light``, then its texture (shirt and trousers).
 
     P_cam (21,3) camera mm; A (2,3) raw px → crop px affine.
     """
     E = extended_points(P_cam)
     uv = cam.project(E) @ A[:, :2].T + A[:, 2]  # (26,2) crop px
     pxmm = cam.f[0] * A[0, 0] / np.maximum(E[:, 2], 1.0)  # crop px per mm at each point's depth
-    g = look.girth
+    lay = look.layers
+    nl = len(lay)
+    gc, gs = _girths(look)
     # capsules
     za, zb = E[_CAP_A, 2], E[_CAP_B, 2]
-    cr = _CAP_R * g * 0.5 * (pxmm[_CAP_A] + pxmm[_CAP_B])  # (C,) px
+    cr = _CAP_R * gc * 0.5 * (pxmm[_CAP_A] + pxmm[_CAP_B])  # (C,) px
     d = uv[_CAP_B] - uv[_CAP_A]
     n = np.stack([-d[:, 1], d[:, 0]], 1)
     nn = np.linalg.norm(n, axis=1, keepdims=True)
     n = np.where(nn > 1e-6, n / np.maximum(nn, 1e-6), look.light)
     n *= np.sign(n @ look.light + 1e-12)[:, None]
-    off = (_SHADES[None, :, 1, None] * cr[:, None, None]) * n[:, None, :]  # (C,4,2)
+    off = (lay[None, :, 1, None] * cr[:, None, None]) * n[:, None, :]  # (C,L,2)
     pa = np.round((uv[_CAP_A][:, None] + off) * _ONE).astype(np.int64).tolist()
     pb = np.round((uv[_CAP_B][:, None] + off) * _ONE).astype(np.int64).tolist()
-    th = np.maximum(np.round(2 * _SHADES[None, :, 0] * cr[:, None]), 1).astype(np.int64).tolist()
+    th = np.maximum(np.round(2 * lay[None, :, 0] * cr[:, None]), 1).astype(np.int64).tolist()
     # spheres
-    sr = _SPH_R * g * pxmm[_SPH_P]
-    sr[0] = _SPH_R[0] * (0.5 + 0.5 * g) * pxmm[_SPH_P[0]]
-    sc = uv[_SPH_P][:, None] + (_SHADES[None, :, 1, None] * sr[:, None, None]) * look.light
+    sr = _SPH_R * gs * pxmm[_SPH_P]
+    if look.head is None:
+        sr[0] = _SPH_R[0] * (0.5 + 0.5 * look.girth) * pxmm[_SPH_P[0]]
+    else:
+        sr[:3] = _SPH_R[:3] * look.head * pxmm[_SPH_P[:3]]  # head, hair cap, nose
+    sc = uv[_SPH_P][:, None] + (lay[None, :, 1, None] * sr[:, None, None]) * look.light
     sc = np.round(sc * _ONE).astype(np.int64).tolist()
-    srad = np.maximum(np.round(_SHADES[None, :, 0] * sr[:, None] * _ONE), 1).astype(np.int64).tolist()
+    srad = np.maximum(np.round(lay[None, :, 0] * sr[:, None] * _ONE), 1).astype(np.int64).tolist()
     # torso quad (flat, slightly darker)
     quad = np.round(uv[[1, 4, 11, 14]] * _ONE).astype(np.int32)
     depth = np.concatenate([0.5 * (za + zb), E[_SPH_P, 2], [E[[1, 4, 11, 14], 2].mean() + 60.0]])
     nc = len(_CAPSULES)
     for i in np.argsort(-depth, kind="stable").tolist():
         if i < nc:
-            cols = look.shades[_CAPSULES[i][3]]
-            for k in range(4):
+            part = _CAPSULES[i][3]
+            cols = look.shades[part]
+            for k in range(nl):
                 cv2.line(img, pa[i][k], pb[i][k], cols[k], th[i][k], cv2.LINE_AA, _SHIFT)
+            if look.texture is not None and part in (SHIRT, TROUSERS):
+                _texture(img, uv[_CAP_A[i]], uv[_CAP_B[i]], float(cr[i]), look.texture)
         elif i < nc + len(_SPHERES):
             j = i - nc
             cols = look.shades[_SPHERES[j][2]]
-            for k in range(4):
+            for k in range(nl):
                 cv2.circle(img, sc[j][k], srad[j][k], cols[k], -1, cv2.LINE_AA, _SHIFT)
         else:
-            cv2.fillConvexPoly(img, quad, look.shades[SHIRT][1], cv2.LINE_AA, _SHIFT)
-
-
-# ---------------------------------------------------------------------------------------------
-# procedural backgrounds
-# ---------------------------------------------------------------------------------------------
-_GRAIN = np.random.default_rng(20240601).integers(0, 11, (CROP * 2, CROP * 2, 3), dtype=np.uint8)
-
-
-def background(rng: np.random.Generator, size: int = CROP) -> np.ndarray:
-    """Random background (size, size, 3) uint8: smooth colour noise, a linear gradient, or either
-    with clutter (rectangles, ellipses, lines), plus fine grain (a fixed texture at a random offset)."""
-    kind = int(rng.integers(3))
-    if kind == 0:  # smooth coloured noise
-        g = int(rng.integers(3, 9))
-        img = cv2.resize(rng.integers(0, 256, (g, g, 3), dtype=np.uint8), (size, size),
-                         interpolation=cv2.INTER_LINEAR)
-    else:  # linear gradient between two colours at a random angle
-        a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        ang = rng.uniform(0, 2 * np.pi)
-        cx, cy = np.cos(ang), np.sin(ang)
-        t = 0.5 + 0.5 * np.array([[-cx - cy, cx - cy], [-cx + cy, cx + cy]]) / np.sqrt(2)
-        small = (a * (1 - t[..., None]) + b * t[..., None]).astype(np.uint8)
-        # bilinear upsampling of 2×2 is linear between the two source pixel centres: keep that middle part
-        img = cv2.resize(small, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
-        img = np.ascontiguousarray(img[size // 2:size // 2 + size, size // 2:size // 2 + size])
-    if kind == 2 or rng.random() < 0.5:  # clutter
-        for _ in range(int(rng.integers(3, 12))):
-            col = rng.uniform(0, 255, 3).tolist()
-            p = (rng.uniform(-0.2, 1.2, 4) * size).astype(int).tolist()
-            shape = int(rng.integers(3))
-            if shape == 0:
-                cv2.rectangle(img, (p[0], p[1]), (p[2], p[3]), col, -1)
-            elif shape == 1:
-                axes = (abs(p[2] - p[0]) // 3 + 2, abs(p[3] - p[1]) // 3 + 2)
-                cv2.ellipse(img, (p[0], p[1]), axes, float(rng.uniform(0, 180)), 0, 360, col, -1, cv2.LINE_AA)
-            else:
-                cv2.line(img, (p[0], p[1]), (p[2], p[3]), col, int(rng.integers(1, 8)), cv2.LINE_AA)
-    oy, ox = rng.integers(0, size, 2)
-    grain = _GRAIN[oy:oy + size, ox:ox + size]
-    return cv2.subtract(cv2.add(img, grain), 5)
+            cv2.fillConvexPoly(img, quad, look.shades[SHIRT][min(1, nl - 1)], cv2.LINE_AA, _SHIFT)
 
 
 def render_frame(rng: np.random.Generator, P_world: np.ndarray, cam: Camera, look: Look,
-                 bbox: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Render one crop.
+                 bbox: np.ndarray | None = None, family: str = "classic"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Render one crop: a ``family`` background (``appearance.background``), the body, occluders
+    in front of it (``varied`` only) and the family's finish (``appearance.finish``).
 
     P_world (21,3) world mm → (image (224,224,3) uint8 BGR, bbox (4,) int raw px,
     A (2,3) raw→crop affine, P_cam (21,3) camera mm). ``bbox``: a given square box ``x1 y1 x2 y2``
@@ -262,8 +253,8 @@ def render_frame(rng: np.random.Generator, P_world: np.ndarray, cam: Camera, loo
     if bbox is None:
         bbox = square_box(cam.project(P_cam[:17]), rng)
     A = raw_to_crop(bbox)
-    img = background(rng)
+    img = background(rng, family)
     draw_body(img, P_cam, A, cam, look)
-    if rng.random() < 0.5:
-        img = cv2.GaussianBlur(img, (3, 3), 0)
-    return img, bbox, A, P_cam
+    if family == "varied":
+        occlude(img, rng, cam.project(P_cam[:17]) @ A[:, :2].T + A[:, 2])
+    return finish(img, rng, family), bbox, A, P_cam
