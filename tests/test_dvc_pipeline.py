@@ -190,7 +190,7 @@ def test_dvc_dag_lists_the_chain(run_cli, repo_root):
     r = _dvc(run_cli, repo_root, "stage", "list", timeout=120)
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()]
-    assert names[:2] == ["synth", "prepare"] and "real_split" in names
+    assert names[:2] == ["synth", "prepare"] and {"real_split", "heldout_split"} <= set(names)
     assert [n for n in names if n.startswith("train@")] == [f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)]
     assert {"evaluate", "lift_supervised", "lift_unsupervised"} <= set(names)
 
@@ -205,7 +205,7 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     r = _dvc(run_cli, repo, "repro")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-4000:]
     ran = _ran(r.stdout)
-    expected_all = {"synth", "prepare", "real_split", "evaluate", "lift_supervised", "lift_unsupervised"} | {
+    expected_all = {"synth", "prepare", "real_split", "heldout_split", "evaluate", "lift_supervised", "lift_unsupervised"} | {
         f"train@d2_{d:02d}" for d in (2, 4, 8, 16, 32, 64)}
     assert ran == expected_all
     for key in ("d2_02", "d2_64"):
@@ -223,6 +223,11 @@ def test_micro_repro_then_param_change_reruns_downstream_only(run_cli, scratch_r
     assert ev["real"]["baseline_mean_pose"]["mpjpe"]["full"] > 0
     assert set(ev["real"]["stages"]["d2_64"]["groups"]) == {"torso", "arms", "legs"}
     assert "## Real-pose split" in report and "| real poses | d2_64 |" in report
+    # the held-out-looks split: the same poses in other looks, so the same ground truth and mean-pose baseline
+    assert ev["heldout"]["num_test"] == 16 and set(ev["heldout"]["stages"]) == set(ev["stages"])
+    assert ev["heldout"]["baseline_mean_pose"]["mpjpe"]["full"] == ev["real"]["baseline_mean_pose"]["mpjpe"]["full"]
+    assert ev["heldout"]["stages"]["d2_64"]["mpjpe_argmax"]["full"] != ev["real"]["stages"]["d2_64"]["mpjpe_argmax"]["full"]
+    assert "## Held-out-looks split" in report and "| held-out looks | d2_64 |" in report
 
     r = _dvc(run_cli, repo, "metrics", "show", "--json", timeout=300)
     assert r.returncode == 0, r.stderr

@@ -78,6 +78,32 @@ def test_real_split_packs_the_real_poses_camera_and_box(tmp_path):
     assert _digest(real_step(cfg, tmp_path / "a")) == first  # a rerun writes the same bytes
 
 
+def test_heldout_split_holds_the_same_poses_drawn_in_other_looks(tmp_path):
+    """The held-out-looks split packs exactly the real-pose split's joints, cameras and boxes; only
+    the pixels differ (and differ a lot); a rerun writes the same bytes."""
+    from pose.data import load_arrays
+    from workflows.config import make_profile
+    from workflows.data import heldout as heldout_step
+    from workflows.data import real as real_step
+
+    cfg = make_profile("micro")
+    cfg["data"]["real_test"] = str(_subset(tmp_path))
+    r = load_arrays(real_step(cfg, tmp_path / "r") / "packed" / "test")
+    out = heldout_step(cfg, tmp_path / "h")
+    assert out == tmp_path / "h" / "outputs" / "data" / "heldout"
+    h = load_arrays(out / "packed" / "test")
+    for key in ("joints_3d", "joints_2d", "K", "bbox", "img_to_raw", "subject"):
+        np.testing.assert_array_equal(np.asarray(h[key]), np.asarray(r[key]), err_msg=key)
+    import cv2
+
+    for i in range(4):
+        a = cv2.imread(str(tmp_path / "r/outputs/data/real/raw/images" / f"{i}.png")).astype(int)
+        b = cv2.imread(str(out / "raw" / "images" / f"{i}.png")).astype(int)
+        assert np.abs(a - b).mean() > 20  # another look, not a small perturbation
+    first = _digest(out)
+    assert _digest(heldout_step(cfg, tmp_path / "h")) == first
+
+
 def test_real_split_off_and_bad_input_are_one_line(tmp_path):
     from workflows.common import UserError
     from workflows.config import make_profile

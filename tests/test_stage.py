@@ -277,6 +277,14 @@ def test_local_worker_reproduces_the_ray_stage(run_cli, tmp_path, micro_packed):
     m = json.loads((root / "outputs" / "stages" / "d2_02" / "metrics.json").read_text())
     assert [r["iteration"] for r in wc.reports][-1] == 2
     assert wc.reports[-1]["val_mpjpe"] == pytest.approx(m["val_mpjpe"], rel=1e-5)
+    # where the time went: every part reported, the step and set-up non-zero, together within the wall time
+    from workflows.train_loop import TIME_PARTS
+
+    parts = {k: m[f"time_{k}_s"] for k in TIME_PARTS}
+    assert all(v >= 0 for v in parts.values()) and parts["step"] > 0 and parts["setup"] > 0
+    assert sum(parts.values()) < m["wall_s"]
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("[d2_02] time: "))
+    assert "outside the loop (Ray start-up and shutdown, publishing)" in line and "validation" in line
 
 
 def test_bf16_autocast_trains_in_fp32_weights(tmp_path, micro_packed):

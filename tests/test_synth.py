@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pose.data import C2F_VOL_DEMO
-from pose.data.synth import generate, motion, render, writer
+from pose.data.synth import appearance, generate, motion, render, writer
 from pose.skeleton import H36M_17_FROM_32, LEFT_17, RIGHT_17, to17
 
 TOY = Path(__file__).resolve().parent / "fixtures" / "caffe_toy"
@@ -248,11 +248,11 @@ def test_crops_contain_the_body(tiny_a):
     clip = motion.load_clips()["walk"]
     P = motion.rescale_bones(motion.sample_clip(clip, 0.3), motion.subject_bone_lengths(rng))
     cam = render.random_camera(rng, np.array([0.0, 0.0, 900.0]), 0.7)
-    look = render.random_look(rng)
+    look = appearance.random_look(rng)
     img, bbox, A, P_cam = render.render_frame(np.random.default_rng(5), P, cam, look)
     r2 = np.random.default_rng(5)
     render.square_box(cam.project(P_cam[:17]), r2)
-    bg = render.background(r2)
+    bg = appearance.background(r2)
     if r2.random() < 0.5:
         bg = cv2.GaussianBlur(bg, (3, 3), 0)
     uv = cam.project(P_cam[:17]) @ A[:, :2].T + A[:, 2]

@@ -64,7 +64,7 @@ from workflows.console import quiet_ray, verbose_from_env
 from workflows.raytrain import run_train_job
 from workflows.runs import RunInUse, fingerprint, open_run, remove_run_dir, run_identity, run_name
 from workflows.stage_run import DataSettings, StageRun, StageSettings
-from workflows.train_loop import train_func
+from workflows.train_loop import TIME_PARTS, train_func
 from workflows.wandb_log import curriculum_group, previous_budgets
 
 
@@ -218,7 +218,22 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     print(f"[{key}] done in {metrics['wall_s']:.0f} s: val MPJPE {metrics.get('val_mpjpe', float('nan')):.1f} mm "
           f"(argmax), {metrics.get('val_mpjpe_soft', float('nan')):.1f} mm (soft); wrote "
           f"{outputs_dir(root, 'stages', key)}", flush=True)
+    line = time_line(metrics)
+    if line:
+        print(f"[{key}] {line}", flush=True)
     return metrics
+
+
+def time_line(metrics: dict[str, Any]) -> str:
+    """Where the stage's time went, from rank 0's ``time_<part>_s`` of its last attempt (empty when a
+    stage from an older version lacks them): the loop's parts, and the rest of the wall time (Ray
+    start-up and shutdown, earlier attempts, publishing)."""
+    parts = {k: metrics.get(f"time_{k}_s") for k in TIME_PARTS}
+    if any(v is None for v in parts.values()):
+        return ""
+    rest = metrics["wall_s"] - sum(parts.values())
+    return ("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
+            + f"; outside the loop (Ray start-up and shutdown, publishing) {rest:.0f} s")
 
 
 def _train(run: StageRun, workers: int | list[int], use_gpu: bool) -> None:

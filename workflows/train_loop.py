@@ -260,6 +260,12 @@ def _broadcast_buffers(module: torch.nn.Module) -> None:
 
 # --------------------------------------------------------------------------------------------
 # the loop: set up, step, end of epoch
+#: where a worker's time goes (seconds since this attempt started): set-up (model, data, DDP), waiting
+#: for a batch, the training step (forward, loss, backward, optimiser, weight average, the step's
+#: all-reduce), validation, checkpoints; reported with every epoch's metrics as ``time_<part>_s``
+TIME_PARTS = ("setup", "data", "step", "validation", "checkpoint")
+
+
 @dataclass
 class _Worker:
     """One worker's training set-up (made once by :func:`_set_up`)."""
@@ -285,6 +291,13 @@ class _Worker:
     epochs: int
     store: CheckpointStore | None
     wandb: Any | None = None
+    clock: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIME_PARTS, 0.0))
+
+    def timed(self, part: str, since: float) -> float:
+        """Add the time since ``since`` to ``part``; returns now."""
+        now = time.perf_counter()
+        self.clock[part] += now - since
+        return now
 
     def save(self, pos: Position, final: bool = False, report: dict[str, Any] | None = None) -> None:
         """Checkpoint ``pos``; with ``report`` every rank then reports those metrics (rank 0 with the
@@ -297,12 +310,14 @@ class _Worker:
             if report is not None:
                 self.wc.report(report, folder)
 
+        t0 = time.perf_counter()
         meta = {"depth_range": list(self.run.depth_range), "stage": self.run.stage, "d2": self.run.d2,
                 "bbox_enlarge": self.train_ds.bbox_enlarge, "softmax_scale": float(st.softmax_scale),
                 "train": {k: v for k, v in st.as_dict().items() if v is not None},
                 "init_checkpoint": self.run.init_checkpoint or ""}
         save(pos, rank=self.wc.rank, store=self.store, evaluated=self.evaluated, trained=self.core, opt=self.opt,
              ema=self.ema, model_meta=meta, fingerprint=self.run.fingerprint, final=final, with_folder=after)
+        self.timed("checkpoint", t0)
 
 
 def _set_up(run: StageRun, wc: WorkerContext) -> _Worker:
@@ -412,11 +427,13 @@ def _end_epoch(w: _Worker, pos: Position, t0: float) -> Position:
     """Validate (rank 0's batch-norm statistics on every rank), print, checkpoint, then report and log the
     epoch; returns the position at the start of the next epoch."""
     st, device, epoch = w.run.settings, w.wc.device, pos.epoch
+    t_val = time.perf_counter()
     _broadcast_buffers(w.evaluated)
     s_arg, s_soft, n = evaluate_mpjpe(w.evaluated, w.val_loader, DepthRange(*w.run.depth_range), device,
                                       float(st.softmax_scale))
     train_mode(w.model, w.frozen)
     s_arg, s_soft, n = _allreduce([s_arg, s_soft, float(n)], device)
+    w.timed("validation", t_val)
     metrics: dict[str, Any] = {
         "epoch": epoch + 1,
         "iteration": pos.iteration,
@@ -426,6 +443,7 @@ def _end_epoch(w: _Worker, pos: Position, t0: float) -> Position:
         "val_mpjpe_soft": s_soft / max(n, 1.0),
         "lr": float(w.opt.param_groups[0]["lr"]),
         "epoch_time_s": time.time() - t0,
+        **{f"time_{k}_s": round(v, 2) for k, v in w.clock.items()},
     }
     pos = Position(epoch=epoch + 1, batch=0, iteration=pos.iteration,
                    curve=[*pos.curve, {k: metrics.get(k) for k in CURVE_FIELDS}], metrics=dict(metrics))
@@ -464,8 +482,10 @@ def run_worker(run: StageRun, wc: WorkerContext) -> str:
     ``"stopped"`` when the driver asked to stop (after the checkpoint); raises :class:`WorkerStopped`
     after a SIGTERM to a worker (after the checkpoint).
     """
+    t_setup = time.perf_counter()
     w = _set_up(run, wc)
     pos = _start(w)
+    w.timed("setup", t_setup)
     every = run.settings.checkpoint_every or run.checkpoint_every
     poller = StopPoller(wc.board if wc.rank == 0 else None)
     announced = False
@@ -473,10 +493,13 @@ def run_worker(run: StageRun, wc: WorkerContext) -> str:
     while pos.epoch < w.epochs:
         w.sampler.set_position(pos.epoch, min(pos.batch, w.steps))
         t0, here = time.time(), 0  # the rate counts the batches trained since (re)starting the epoch
+        tick = time.perf_counter()
         for batch in w.loader:
             if pos.iteration >= w.total:
                 break
+            tick = w.timed("data", tick)
             driver_stop, sigterm, mine = _step(w, batch, pos, poller)
+            tick = w.timed("step", tick)
             here += 1
             if mine and not announced:
                 print(f"{w.tag} rank {wc.rank} got SIGTERM: checkpoint after this iteration, then stop", flush=True)
@@ -491,6 +514,7 @@ def run_worker(run: StageRun, wc: WorkerContext) -> str:
                 return _stop(w, pos, by_sigterm=sigterm > 0)
             if every and pos.iteration % every == 0 and pos.batch < w.steps and pos.iteration < w.total:
                 w.save(pos)
+            tick = time.perf_counter()
         pos = _end_epoch(w, pos, t0)
     if w.wandb is not None:
         w.wandb.finish()

@@ -40,9 +40,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--looks", choices=LOOKS, default="sequence",
                         help="draw clothes/girth/light once per sequence (default) or per training frame")
     parser.add_argument("--appearance", choices=TRAIN_FAMILIES, default="classic",
-                        help="look family of the training frames: classic (one shading model, plain backgrounds) "
-                        "or varied (appearance randomisation: body thickness, four shading models, textures, six "
-                        "background families, occluders, colour/blur/noise/JPEG); the test split is always classic")
+                        help="look family of the training frames: classic (one shading model, plain backgrounds), "
+                        "varied (appearance randomisation: body thickness, four shading models, textures, six "
+                        "background families, occluders, colour/blur/noise/JPEG) or mixed (each look one of the two, "
+                        "half and half); the test split is always classic")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="also write a grid of rendered samples with their 2D joints (read back from the files)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")

@@ -13,8 +13,8 @@ Layout of the data set (all choices documented here):
   H36M rig (yaw = random base + 90°·(camera_id − 1) ± 20°), each with its own random elevation,
   distance and intrinsics (``render.random_camera``); appearance (clothes, girth, light) random
   per (subject, action), or per training frame with ``looks="frame"``, drawn from the look family
-  ``appearance`` for the training split (``pose.data.synth.appearance``: ``classic``, or
-  ``varied``, the appearance randomisation) and always from ``classic`` for the test split, so
+  ``appearance`` for the training split (``pose.data.synth.appearance``: ``classic``, ``varied``,
+  the appearance randomisation, or ``mixed``: each look from one of the two, half and half) and always from ``classic`` for the test split, so
   the embedded test figures do not move with the training looks.
 - Training-pose diversity (training subjects only; the test split does not depend on these
   settings): ``limb_mix`` = probability that each limb (legs, arms, head; ``motion.LIMBS``) of a
@@ -94,8 +94,8 @@ class SynthConfig:
 
 LOOKS = ("sequence", "frame")
 #: look families a data set may be rendered in (``appearance.FAMILIES`` less ``heldout``, which only
-#: the held-out-looks test split draws)
-TRAIN_FAMILIES = ("classic", "varied")
+#: the held-out-looks test split draws; ``mixed``: each look classic or varied, half and half)
+TRAIN_FAMILIES = ("classic", "varied", "mixed")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,8 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
     target = np.array([0.0, 0.0, float(clip.points[:, 0, 2].mean())])
     yaw = base_yaw + np.pi / 2 * (seq.camera_id - 1) + np.deg2rad(r.uniform(-20, 20))
     cam = render.random_camera(r, target, yaw)
-    look = appearance.random_look(_rng(seq.seed, seq.subject, ci, 4000), seq.appearance)
+    family = _family(seq.appearance, _rng(seq.seed, seq.subject, ci, 4100))
+    look = appearance.random_look(_rng(seq.seed, seq.subject, ci, 4000), family)
     n_video = max(int(np.floor(clip.duration * FPS)), 1)
     step = max(n_video // seq.n_frames, 1)
     start = int(r.integers(step))
@@ -207,11 +208,20 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
             P = _tilt(P, seq.tilt, _rng(seq.seed, index, 7500))
         P = motion.rescale_bones(P, lengths)
         if seq.frame_looks:
-            look = appearance.random_look(_rng(seq.seed, index, 8000), seq.appearance)
-        img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look, family=seq.appearance)
+            family = _family(seq.appearance, _rng(seq.seed, index, 8100))
+            look = appearance.random_look(_rng(seq.seed, index, 8000), family)
+        img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look, family=family)
         info = writer.format_info(seq.subject, seq.action_id, seq.action, seq.subaction, seq.camera_id, frame_id)
         write_frame(root, index, img, bbox, A, P_cam, cam, info, flags)
     return seq.n_frames
+
+
+def _family(appearance_: str, rng: np.random.Generator) -> str:
+    """The look family of one look: ``appearance_`` itself, or for ``mixed`` classic or varied with
+    equal probability."""
+    if appearance_ != "mixed":
+        return appearance_
+    return "varied" if rng.random() < 0.5 else "classic"
 
 
 def png_flags(level: int = 1) -> list[int]:
