@@ -98,6 +98,9 @@ def test_real_split_and_group_tables_from_metrics():
     assert real["final"]["never_rises"] and not final_summary(split([(2, 200.0), (4, 250.0)], 300.0))["never_rises"]
     rise = final_summary(split([(2, 200.0), (4, 200.0 + FLAT_MM)], 300.0))
     assert rise["never_rises"] and not rise["monotone_decrease"]
+    flat = {**split([(2, 200.0), (4, 200.0 + FLAT_MM)], 300.0), "num_test": 394, "source": "x.npz", "final": rise}
+    assert any("falls at every stage: no, but never rises by more than 2 mm." in ln
+               for ln in _extra({"heldout": flat}, "heldout"))
     assert not final_summary(split([(2, 200.0), (4, 200.0 + FLAT_MM + 0.01)], 300.0))["never_rises"]
     m = {**split([(2, 500.0), (4, 300.0)], 400.0), "real": real}
     lines = real_markdown(m)

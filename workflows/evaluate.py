@@ -429,7 +429,7 @@ def _markdown(result: dict[str, Any], cfg: dict[str, Any]) -> str:
     f = m["final"]
     lines += ["", f"Final stage {f['stage']}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs {f['baseline_mean_pose']:.1f} mm "
               f"for the mean-pose baseline (reduction {100 * f['reduction_vs_baseline']:.1f} %); argmax MPJPE falls at "
-              f"every stage: {'yes' if f['monotone_decrease'] else 'no'}.", *_local_line(f), ""]
+              f"every stage: {_trend(f)}.", *_local_line(f), ""]
     pa = result["per_action"]
     last = f["stage"]
     lines += [f"## Per action, final stage {last} (MPJPE argmax / soft / PA) and mean-pose baseline", ""]
@@ -475,8 +475,17 @@ def extra_markdown(m: dict[str, Any], name: str) -> list[str]:
     lines += ["", f"Final stage {f['stage']} on {title}: {f['mpjpe_argmax']:.1f} mm argmax MPJPE vs "
               f"{f['baseline_mean_pose']:.1f} mm for the mean pose (reduction {100 * f['reduction_vs_baseline']:.1f} %), "
               f"PA-MPJPE {f['pa_mpjpe']:.1f} vs {f['baseline_pa_mpjpe']:.1f} mm; argmax MPJPE falls at every stage: "
-              f"{'yes' if f['monotone_decrease'] else 'no'}.", *_local_line(f)]
+              f"{_trend(f)}.", *_local_line(f)]
     return lines
+
+
+def _trend(f: dict[str, Any]) -> str:
+    """"yes", or "no" with whether it never rose by more than :data:`FLAT_MM` (older metrics: no such flag)."""
+    if f["monotone_decrease"]:
+        return "yes"
+    if "never_rises" not in f:
+        return "no"
+    return f"no, but never rises by more than {FLAT_MM:g} mm" if f["never_rises"] else f"no, it rises by more than {FLAT_MM:g} mm"
 
 
 def _local_line(f: dict[str, Any]) -> list[str]:
