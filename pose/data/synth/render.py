@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from pose.data.synth.appearance import (
+    CROP,
     HAIR,
     PATCH,
     SHIRT,
@@ -26,7 +27,6 @@ from pose.data.synth.appearance import (
     occlude,
 )
 
-CROP = 224  # (appearance.CROP)
 FRAME = 1000  # the virtual raw frame (1000×1000)
 _SHIFT = 4  # fixed-point bits for sub-pixel cv2 drawing
 _ONE = 1 << _SHIFT
