@@ -127,10 +127,12 @@ def _render_poses(cfg: dict, root: Path, name: str, family: str, seed: int) -> P
     """``data.real_test`` rendered in look ``family`` with look ``seed`` into ``outputs/data/<name>/raw``
     and packed into ``outputs/data/<name>/packed/test``; written into a temporary folder and renamed,
     so a stopped run leaves no half split."""
+    npz = cfg["data"]["real_test"]
+    if npz is not None and not source_path(npz, root).is_file():  # before any folder is made
+        raise UserError(f"data.real_test: file not found: {source_path(npz, root)}")
     out = outputs_dir(root, "data", name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{name}.tmp"  # a fixed name: the packed meta.json records it, the same on every run
-    npz = cfg["data"]["real_test"]
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
@@ -138,9 +140,6 @@ def _render_poses(cfg: dict, root: Path, name: str, family: str, seed: int) -> P
             (tmp / "NONE.txt").write_text(f"data.real_test: null (no {name} test split)\n")
         else:
             path = source_path(npz, root)
-            if not path.is_file():
-                raise UserError(f"data.real_test: file not found: {path}")
-
             try:
                 s = render_real(path, tmp / "raw", seed=seed, family=family)
             except ValueError as exc:
