@@ -94,6 +94,30 @@ def flip_permutation(flip_pairs=FLIP_PAIRS_17, num_joints: int = 17) -> list[int
 
 
 FLIP_PERM_17: tuple[int, ...] = tuple(flip_permutation())
+#: Swaps the two legs only, (1, 2, 3) ↔ (4, 5, 6): C2F's 17-joint order (its ``skel_h36m.mat``:
+#: joint 2 is ``lhipjoint``; c2f-vol-demo's ``valid.mat``) lists the **left** leg first with the
+#: arms as here, so its poses become Human3.6M's order by ``joints[..., SWAP_LEGS_17, :]``.
+SWAP_LEGS_17: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, *range(7, 17))
+
+
+def legs_reversed(joints17) -> np.ndarray:
+    """Per pose, whether its hips run the opposite way to its shoulders ``(..., 17, 3) → (...)`` bool.
+
+    Across the body (perpendicular to the pelvis → neck axis), Human3.6M's L_Hip − R_Hip points the
+    same way as L_Shoulder − R_Shoulder (a torso does not twist by more than 90°); a pose in C2F's
+    order (:data:`SWAP_LEGS_17`) has them opposed.
+    """
+    j = np.asarray(joints17, np.float64)
+    if j.shape[-2:] != (17, 3):
+        raise ValueError(f"joints17: expected shape (..., 17, 3), got {j.shape}")
+    up = j[..., 8, :] - j[..., 0, :]
+    up = up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-9)
+
+    def across(v):
+        return v - (v * up).sum(-1, keepdims=True) * up
+
+    hips, shoulders = across(j[..., 4, :] - j[..., 1, :]), across(j[..., 11, :] - j[..., 14, :])
+    return (hips * shoulders).sum(-1) < 0
 
 
 def limb_lengths(joints17, limbs=LIMBS_C2F_17):

@@ -140,3 +140,30 @@ def test_toes_at_their_stated_offsets_and_the_box_rounding():
         fwd = np.cross(S[:, 8] - S[:, 0], S[:, 1] - S[:, 4])
         assert (np.einsum("nj,nj->n", P[:, tip] - S[:, ankle], fwd) > 0).all()
     np.testing.assert_array_equal(real.real_box(np.array([500.2, 400.7]), 1.905), [310, 210, 691, 591])
+
+
+def test_real_poses_are_in_human36m_order_and_the_c2f_order_is_refused(tmp_path):
+    """Human3.6M's 17-joint order puts the right leg first (joints 1-3) and the left arm first
+    (11-13): across the body the hip line L−R runs the way the shoulder line does. A real Human3.6M
+    frame in its own order (the Caffe seed's toy sample, S7) and every shipped valid.npz pose say so;
+    the same poses in C2F's order (left leg first, as c2f-vol-demo's valid.mat) are refused."""
+    from pose import skeleton
+
+    toy = np.loadtxt(Path(__file__).parent / "fixtures" / "caffe_toy" / "gt_joint_3d_mono_raw" / "1000006.txt")
+    assert not skeleton.legs_reversed(skeleton.to17(toy))
+    S = real.load_real_poses(VALID).S
+    assert not skeleton.legs_reversed(S).any()
+    assert skeleton.legs_reversed(S[:, list(skeleton.SWAP_LEGS_17)]).all()
+    # the subject faces the camera (nose nearer than the neck) in most frames, so its right hip and
+    # right shoulder are both on the image's left of the pelvis (camera x right)
+    rel = S - S[:, :1]
+    facing = rel[:, 9, 2] < rel[:, 8, 2]
+    assert facing.mean() > 0.9
+    assert (rel[facing, 1, 0] < 0).mean() > 0.8 and (rel[facing, 14, 0] < 0).mean() > 0.8
+    with np.load(VALID) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["S"] = arrays["S"][:, list(skeleton.SWAP_LEGS_17)]
+    bad = tmp_path / "c2f_order.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match=r"c2f_order\.npz: S: in 394 of 394 poses .*SWAP_LEGS_17"):
+        real.load_real_poses(bad)

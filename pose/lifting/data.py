@@ -29,6 +29,7 @@ import torch
 from pose.data import C2F_VOL_DEMO
 from pose.data.packed import load_poses
 from pose.data.synth.motion import load_clips
+from pose.data.synth.real import load_real_poses
 from pose.lifting.geometry import normalize_2d, pose_scale
 from pose.skeleton import ACTIONS_H36M
 
@@ -150,14 +151,11 @@ def from_packed(split_dir: str | os.PathLike, normalized_camera: bool = True) ->
 
 
 def load_valid_fixture(path: str | os.PathLike = VALID_FIXTURE) -> PoseSet:
-    """The real H36M fixture (394 frames of S9 Posing): 3D camera mm and its 2D projection (px)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: fixture does not exist")
-    d = np.load(path, allow_pickle=False)
-    S = d["S"].astype(np.float64)
-    K = d["K"].astype(np.float64)
-    uv = np.einsum("nij,nkj->nki", K, S)
+    """The real H36M fixture (394 frames of S9 Posing): 3D camera mm and its 2D projection (px),
+    read and checked by ``pose.data.synth.real.load_real_poses``."""
+    d = load_real_poses(path)
+    S = d.S.astype(np.float64)
+    uv = np.einsum("nij,nkj->nki", d.K.astype(np.float64), S)
     j2 = (uv[..., :2] / uv[..., 2:]).astype(np.float32)
     n = len(S)
     return PoseSet(check_2d(j2, str(path)), S.astype(np.float32), np.full(n, ACTIONS_H36M.index("Posing")),

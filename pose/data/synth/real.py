@@ -5,6 +5,8 @@ S9 Posing) — ``S`` (N, 17, 3) camera-frame joints mm, ``K`` (N, 3, 3), ``cente
 ``scale`` (N,) of the person box (side = 200·scale px), ``imgname`` (N,)
 ``S9_Posing_1.55011271_000001`` (subject, action, subaction, camera serial, frame).
 
+The joints are in Human3.6M's 17-joint order (``pose.skeleton``: right leg first); a file in C2F's
+order (left leg first, as c2f-vol-demo's ``valid.mat``) is refused (``pose.skeleton.legs_reversed``).
 Each pose is drawn as it is (its own bone lengths, no retargeting), seen by its own camera (R = I,
 T = 0: the joints are already in the camera frame; f and c from K; no distortion), inside its own
 person box (square, side 200·scale centred on ``center``, rounded to integer px as the seed's
@@ -72,6 +74,11 @@ def load_real_poses(path: str | os.PathLike) -> RealPoses:
             raise ValueError(f"{path}: {name}: NaN or inf")
     if n == 0 or (poses.S[:, :, 2] <= 0).any() or (poses.scale <= 0).any():
         raise ValueError(f"{path}: need N > 0 poses in front of the camera (S z > 0) and scale > 0")
+    reversed_ = skeleton.legs_reversed(poses.S)
+    if reversed_.mean() > 0.5:
+        raise ValueError(f"{path}: S: in {int(reversed_.sum())} of {n} poses (first: pose {int(np.argmax(reversed_))}) "
+                         "the hips run opposite to the shoulders: joints 1-3 are the left leg (C2F's order); "
+                         "Human3.6M's order puts the right leg first: reorder with S[:, pose.skeleton.SWAP_LEGS_17]")
     return poses
 
 
