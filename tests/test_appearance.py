@@ -111,13 +111,19 @@ def test_occluders_cover_part_of_the_body():
 
 
 def test_training_families_and_the_mixed_draw():
-    """``pose synth --appearance``: classic and varied pass through, mixed is half and half; heldout
+    """``pose synth --appearance``: classic and varied pass through, mixed is half and half (or the
+    ``varied_share`` asked for); heldout
     (the test family) and unknown names are refused by name."""
     from pose.data.synth import generate
 
     assert generate._family("varied", np.random.default_rng(0)) == "varied"
     draws = [generate._family("mixed", np.random.default_rng([1, i])) for i in range(2000)]
     assert set(draws) == {"classic", "varied"} and 0.46 < draws.count("varied") / len(draws) < 0.54
+    fifth = [generate._family("mixed", np.random.default_rng([1, i]), 0.2) for i in range(2000)]
+    assert 0.17 < fifth.count("varied") / len(fifth) < 0.23  # data.synth_varied_share / --varied-share
+    assert generate.plan(generate.SynthConfig(frames=400, appearance="mixed", varied_share=0.2))[0].varied_share == 0.2
+    with pytest.raises(ValueError, match="varied_share: must be in"):
+        generate.plan(generate.SynthConfig(frames=10, appearance="mixed", varied_share=1.5))
     for bad in ("heldout", "cartoon"):
         with pytest.raises(ValueError, match=f"appearance: must be one of .*got '{bad}'"):
             generate.plan(generate.SynthConfig(frames=10, appearance=bad))

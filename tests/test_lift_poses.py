@@ -81,6 +81,32 @@ def test_batched_limb_mixing_matches_the_per_pose_function():
         np.testing.assert_allclose(out[i], ref, atol=1e-9)
 
 
+def test_batched_mirror_and_joint_angle_prior_match_the_per_pose_functions():
+    clips = list(motion.load_clips().values())
+    rng = np.random.default_rng(2)
+    P = np.stack([motion.sample_clip(clips[i % 7], rng.uniform(0, 1)) for i in range(12)])
+    np.testing.assert_allclose(LP.mirror_batch(P), np.stack([motion.mirror(p) for p in P]), atol=1e-9)
+    for limb in motion.PRIOR_LIMBS:
+        out = LP.sample_limb_batch(P, limb, np.random.default_rng(5))
+        one = np.random.default_rng(5)
+        ref = np.stack([motion.sample_limb(p, limb, one) for p in P])
+        np.testing.assert_allclose(out[:, :17], ref[:, :17], atol=1e-9)  # the same angles from the same draws
+
+
+def test_mirrored_draws_swap_the_sides_of_a_motion():
+    """Mirroring keeps every bone length and flips the body's handedness: the hips still run the way
+    the shoulders do, and the right and left wrists trade their heights' distribution."""
+    from pose import skeleton
+
+    plain, mirrored = LP.draw_poses(4000, seed=4), LP.draw_poses(4000, seed=4, mirror=1.0)
+    assert not skeleton.legs_reversed(mirrored.joints_3d).any()
+    rel = lambda ps, j: (ps.joints_3d[:, j] - ps.joints_3d[:, 0])[:, 1]  # noqa: E731 camera y (down)
+    # a mirrored set's right wrist moves as the plain set's left wrist does, and vice versa
+    assert abs(np.median(rel(mirrored, 16)) - np.median(rel(plain, 13))) < 15.0
+    assert abs(np.median(rel(mirrored, 13)) - np.median(rel(plain, 16))) < 15.0
+    assert abs(np.median(rel(plain, 16)) - np.median(rel(plain, 13))) > 30.0
+
+
 def test_joint_placement_moves_the_shoulders_and_arms_only():
     clip = motion.load_clips()["walk"]
     P = np.stack([motion.sample_clip(clip, t) for t in (0.1, 0.5, 0.9)])
@@ -111,6 +137,7 @@ def test_temporal_pairs_are_the_same_pose_40_ms_later():
 
 @pytest.mark.parametrize("kw, msg", [({"n": 0}, "n: must be >= 1"), ({"limb_mix": 1.5}, "limb_mix"),
                                       ({"subjects": 0}, "subjects"), ({"noise_px": -1}, "noise_px"),
+                                      ({"mirror": 2.0}, "mirror"), ({"limb_prior": -0.1}, "limb_prior"),
                                       ({"test_clips": ("nope",)}, "unknown clip names")])
 def test_bad_arguments_are_named(kw, msg):
     args = {"n": 10, **kw}

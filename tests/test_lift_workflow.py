@@ -76,9 +76,15 @@ def test_resolve_params_defaults_and_errors():
         W.resolve_params("supervised", {"camera": "fisheye"})
     assert W.resolve_params("supervised", None)["poses"] == 200_000
     for key, bad in (("poses", 0), ("poses", 2.5), ("subjects", 0), ("limb_mix", 1.5), ("noise_px", -1), ("poses", True),
-                     ("joint_jitter", "yes")):
+                     ("joint_jitter", "yes"), ("mirror", 1.5), ("limb_prior", -0.5), ("cpus", 0), ("cpus", 1.5)):
         with pytest.raises(UserError, match=f"lift.supervised.{key}: must be"):
             W.resolve_params("supervised", {key: bad})
+
+
+def test_lift_cpus_default_to_a_training_worker_s():
+    cfg = {"ray": {"cpus_per_worker": 1.0}}
+    assert W.lift_cpus(W.resolve_params("supervised", None), cfg) == 1
+    assert W.lift_cpus(W.resolve_params("supervised", {"cpus": 2}), cfg) == 2
 
 
 def test_from_packed_reads_split(packed):

@@ -12,6 +12,7 @@ import torch
 from pose import lifting as L
 from pose.lifting import data as LD
 from pose.metrics import evaluate_predictions, pa_mpjpe
+from pose.skeleton import PARENTS_17
 
 FIXTURE = LD.VALID_FIXTURE
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason="real H36M fixture not available")
@@ -187,6 +188,21 @@ def test_kudo_heuristic_zero_on_real_poses_positive_when_mirrored():
         pytest.skip("fixture missing")
     assert float(L.kudo_heuristic_loss(P)) == 0.0
     assert float(L.kudo_heuristic_loss(P * torch.tensor([1.0, 1.0, -1.0]))) > 0.5
+
+
+def test_bone_ratio_loss_is_zero_for_template_proportions_at_any_scale():
+    P = torch.as_tensor(_real_poses()[:50])
+    P = P - P[:, :1]
+    tmpl = torch.as_tensor(L.BONE_TEMPLATE_MM)
+    # a pose whose bones have exactly the template's proportions: rebuild along the tree
+    dirs = torch.nn.functional.normalize(P[:, 1:] - P[:, list(PARENTS_17[1:])], dim=-1)
+    Q = torch.zeros_like(P)
+    for j in range(1, 17):
+        Q[:, j] = Q[:, PARENTS_17[j]] + 3.7 * tmpl[j - 1] * dirs[:, j - 1]
+    assert float(L.bone_ratio_loss(Q)) < 1e-10
+    real = float(L.bone_ratio_loss(P))
+    flat = float(L.bone_ratio_loss(P * torch.tensor([1.0, 1.0, 0.0])))
+    assert real < 0.01 and flat > 2 * real  # real proportions are near the template's; flattened ones are not
 
 
 # --- networks -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Layout (every section is a mapping; unknown keys are errors)::
     targets:  {sigma_2d, depth_range: [lb, ub]}                           (mm; one range for encode + decode)
     data:     {source: embedded | PATH, layout, synth_frames, synth_seed, synth_limb_mix, synth_tilt,
                synth_pose_prior, synth_mirror,
-               synth_looks: sequence|frame, synth_appearance: classic|varied|mixed, real_test: NPZ | null, on_bad, max_skip_fraction,
+               synth_looks: sequence|frame, synth_appearance: classic|varied|mixed, synth_varied_share, real_test: NPZ | null, on_bad, max_skip_fraction,
                aug: true | false | {scale_factor, rot_factor, rot_prob, rot_max, flip_prob, color_factor},
                train_limit, val_size, loader_workers, image_cache_mb}
     stage_defaults: {lr, ratio_3d, heatmap2_std, heatmap2_init: normal|upsample, epochs | iterations,
@@ -203,6 +203,8 @@ SECTIONS: dict[str, dict[str, _F]] = {
         "synth_looks": _F("str", "sequence", choices=("sequence", "frame")),
         # pose.data.synth.generate.TRAIN_FAMILIES, copied likewise: the training frames' look family
         "synth_appearance": _F("str", "classic", choices=("classic", "varied", "mixed")),
+        # with synth_appearance: mixed, the share of training looks drawn from the varied family
+        "synth_varied_share": _F("float", 0.5, check=_unit),
         # an npz of real poses rendered as a second, evaluate-only test split (workflows/data.py)
         "real_test": _F("str", REAL_TEST, null=True),
         "on_bad": _F("str", "skip", choices=("skip", "fail")),

@@ -85,7 +85,8 @@ def synth(cfg: dict, root: Path) -> Path:
             d = cfg["data"]
             argv = ["--out", str(tmp), "--seed", str(d["synth_seed"]),
                     "--limb-mix", str(d["synth_limb_mix"]), "--tilt", str(d["synth_tilt"]), "--looks", d["synth_looks"],
-                    "--appearance", d["synth_appearance"], "--pose-prior", str(d["synth_pose_prior"]), "--mirror", str(d["synth_mirror"])]
+                    "--appearance", d["synth_appearance"], "--varied-share", str(d["synth_varied_share"]),
+                    "--pose-prior", str(d["synth_pose_prior"]), "--mirror", str(d["synth_mirror"])]
             if d["synth_frames"]:
                 argv += ["--frames", str(d["synth_frames"])]
             _pose("synth", synth_cli, argv)

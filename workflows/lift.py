@@ -6,7 +6,7 @@
 - Params: ``stages.yaml`` section ``lift.<mode>``, a flat mapping of what differs from the defaults
   of ``pose.lifting.UnsupervisedConfig``/``SupervisedConfig`` (and their ``LifterConfig``): any of
   their fields, ``epochs`` instead of ``iterations``, ``extra_2d``, and the drawn training poses'
-  ``poses`` / ``limb_mix`` / ``subjects`` / ``noise_px`` / ``joint_jitter``
+  ``poses`` / ``limb_mix`` / ``subjects`` / ``noise_px`` / ``joint_jitter`` / ``mirror`` / ``limb_prior``
   (``pose.lifting.poses.draw_poses``); plus
   the global ``seed`` when the entry has none.
 - Training data: ``poses`` 2D/3D pairs drawn from the embedded *training* clips by Human3.6M-like
@@ -70,16 +70,18 @@ from workflows.runs import RunInUse, code_digest, fingerprint, open_run, remove_
 MODES = ("supervised", "unsupervised")
 #: keys of ``lift.<mode>`` handled here rather than by the lifting configs: ``extra_2d`` (list of
 #: 2D-only .npz files), ``epochs`` (if set, overrides ``iterations`` with
-#: ``ceil(epochs · N_train / batch_size)``), the drawn training poses (:data:`_POSE_KEYS`);
+#: ``ceil(epochs · N_train / batch_size)``), ``cpus`` (the CPUs the lift's one Ray worker asks for and
+#: its torch threads; null = ``ray.cpus_per_worker``: the lift stages run alone, so one worker may
+#: take what a training stage's workers take together), the drawn training poses (:data:`_POSE_KEYS`);
 #: ``eval_every`` and ``seed`` are the configs' own fields with the workflow's defaults (held-out
 #: metrics every 1000 iterations; the global seed).
-_WORKFLOW_DEFAULTS: dict[str, Any] = {"extra_2d": [], "epochs": None, "eval_every": 1000, "seed": None,
+_WORKFLOW_DEFAULTS: dict[str, Any] = {"extra_2d": [], "epochs": None, "eval_every": 1000, "seed": None, "cpus": None,
                                       "poses": 200_000, "limb_mix": 0.5, "subjects": 200, "noise_px": 0.0,
-                                      "joint_jitter": True}
+                                      "joint_jitter": True, "mirror": 0.0, "limb_prior": 0.0}
 #: keys of the drawn training poses: ``pose.lifting.poses.draw_poses``'s n, limb_mix, subjects,
-#: noise_px, joint_jitter
-_POSE_KEYS = ("poses", "limb_mix", "subjects", "noise_px", "joint_jitter")
-_LOCAL_KEYS = ("extra_2d", "epochs", *_POSE_KEYS)
+#: noise_px, joint_jitter, mirror, limb_prior
+_POSE_KEYS = ("poses", "limb_mix", "subjects", "noise_px", "joint_jitter", "mirror", "limb_prior")
+_LOCAL_KEYS = ("extra_2d", "epochs", "cpus", *_POSE_KEYS)
 #: evaluation splits: name → folder under outputs/data
 SPLITS = {"test": ("packed", "test"), "real": ("real", "packed", "test")}
 #: iterations between a lift run's checkpoints (a killed lift resumes from the last one)
@@ -109,6 +111,8 @@ def _check_pose_keys(mode: str, p: dict[str, Any]) -> None:
     checks = {"poses": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
               "subjects": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
               "limb_mix": (lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in [0, 1]"),
+              "mirror": (lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in [0, 1]"),
+              "limb_prior": (lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in [0, 1]"),
               "noise_px": (lambda v: isinstance(v, int | float) and v >= 0, "a number >= 0")}
     for key, (ok, what) in checks.items():
         if isinstance(p[key], bool) or not ok(p[key]):
@@ -124,6 +128,8 @@ def resolve_params(mode: str, params: dict[str, Any] | None, global_seed: int = 
     cls = lifting.UnsupervisedConfig if mode == "unsupervised" else lifting.SupervisedConfig
     base = dataclasses.asdict(cls())
     out = {**base.pop("lifter"), **base, **_WORKFLOW_DEFAULTS, **(params or {})}  # flat, as in stages.yaml
+    if out["cpus"] is not None and (isinstance(out["cpus"], bool) or not isinstance(out["cpus"], int) or out["cpus"] < 1):
+        raise UserError(f"lift.{mode}.cpus: must be an integer >= 1 or null, got {out['cpus']!r}")
     if out["epochs"] is not None and not (isinstance(out["epochs"], int | float) and out["epochs"] > 0):
         raise UserError(f"lift.{mode}.epochs: must be a number > 0 or null, got {out['epochs']!r}")
     _check_pose_keys(mode, out)
@@ -184,7 +190,8 @@ def training_poses(mode: str, p: dict[str, Any], temporal: bool = False):
     the unsupervised lifter, the ``extra_2d`` files' 2D-only poses → (PoseSet, list of extra sets)."""
     drawn = draw_poses(int(p["poses"]), seed=int(p["seed"]), limb_mix=float(p["limb_mix"]),
                        subjects=int(p["subjects"]), noise_px=float(p["noise_px"]),
-                       joint_jitter=bool(p["joint_jitter"]), temporal=temporal)
+                       joint_jitter=bool(p["joint_jitter"]), temporal=temporal, mirror=float(p["mirror"]),
+                       limb_prior=float(p["limb_prior"]))
     extra = [lift_data.load_2d_npz(f) for f in p.get("extra_2d") or []] if mode == "unsupervised" else []
     return drawn, extra
 
@@ -339,7 +346,12 @@ def _lift_config(args: argparse.Namespace, cfg: dict[str, Any], root: Path) -> d
         extra.append(str(ps))
     params["extra_2d"] = extra
     return {"mode": args.mode, "params": params, "splits": {k: str(v) for k, v in splits.items()},
-            "threads": max(1, int(float(cfg["ray"]["cpus_per_worker"]))), "checkpoint_every": CHECKPOINT_EVERY}
+            "threads": lift_cpus(params, cfg), "checkpoint_every": CHECKPOINT_EVERY}
+
+
+def lift_cpus(params: dict[str, Any], cfg: dict[str, Any]) -> int:
+    """CPUs (and torch threads) of the lift's one worker: ``lift.<mode>.cpus``, else ``ray.cpus_per_worker``."""
+    return int(params["cpus"]) if params.get("cpus") else max(1, int(float(cfg["ray"]["cpus_per_worker"])))
 
 
 def _identity(tc: dict[str, Any]) -> dict[str, Any]:
@@ -371,7 +383,7 @@ def run_lift(args: argparse.Namespace) -> dict[str, Any]:
             if ckpt is None or not ckpt.manifest.get("final"):
                 # one worker: the two-optimiser GAN loop is not data-parallel
                 run_train_job(train_func, tc, what=f"lift {args.mode}", storage_path=f"{run_dir}/ray", workers=1,
-                              cpus_per_worker=float(cfg["ray"]["cpus_per_worker"]),
+                              cpus_per_worker=float(tc["threads"]),
                               max_failures=int(cfg["ray"]["max_failures"]), name_prefix=f"lift-{args.mode}",
                               on_failure=lambda: f"the same command resumes run {name} from its last checkpoint")
                 ckpt, _ = store.scan()

@@ -35,10 +35,12 @@ from pose.lifting.model import (
     save_lifter,
 )
 from pose.lifting.training import (
+    BONE_TEMPLATE_MM,
     Checkpointing,
     CycleOutput,
     SupervisedConfig,
     UnsupervisedConfig,
+    bone_ratio_loss,
     cap_gates,
     config_from_dict,
     cycle,
@@ -71,6 +73,8 @@ __all__ = [
     "flat_pose",
     "gen_adv_loss",
     "kudo_heuristic_loss",
+    "BONE_TEMPLATE_MM",
+    "bone_ratio_loss",
     "lift",
     "lift_2d",
     "load_lifter",

@@ -10,6 +10,11 @@ the images:
 - **Limb mixing**: each limb (legs, arms, head; ``motion.LIMBS``) is replaced with probability
   ``limb_mix`` by the same limb of a random moment of a random training clip, kept in its donor's
   body frame (the batched form of ``motion.mix_limbs``).
+- **Mirroring**: with probability ``mirror`` a pose is replaced by its left/right mirror image
+  (``motion.mirror``: a right-arm motion becomes a left-arm one), after limb mixing.
+- **Joint-angle prior**: each limb (arms, legs) is re-posed with probability ``limb_prior`` at
+  joint angles drawn uniformly within adult ranges of motion (``motion.sample_limb``): limb poses
+  no clip holds.
 - **Bodies**: ``subjects`` synthetic subjects with their own bone lengths
   (``motion.subject_bone_lengths``: height ×U(0.9, 1.1), each bone group ×N(1, 0.04)); each pose is
   worn by a random one (``motion.rescale_bones``). With ``joint_jitter`` each subject also gets its
@@ -47,7 +52,8 @@ from pose.data.synth.generate import DEFAULT_TEST_CLIPS
 from pose.lifting.data import NUM_JOINTS, PoseSet
 
 __all__ = ["DEPTH_MM", "FOCAL_PX", "OFF_AXIS_DEG", "PITCH_DEG", "SHOULDER_DROP_MM", "SHOULDER_WIDTH", "draw_poses",
-           "mix_limbs_batch", "place_joints"]
+           "mirror_batch", "mix_limbs_batch", "place_joints",
+           "sample_limb_batch"]
 
 #: pelvis depth range (mm) of the drawn cameras
 DEPTH_MM = (4000.0, 7000.0)
@@ -124,6 +130,65 @@ def mix_limbs_batch(P: np.ndarray, donors: dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
+def mirror_batch(P: np.ndarray) -> np.ndarray:
+    """Batched ``motion.mirror``: (n, 21, 3) world mm → their left/right mirror images."""
+    side = P[:, 4] - P[:, 1]
+    nrm = np.concatenate([side[:, :2], np.zeros((len(P), 1))], -1)
+    flat = np.linalg.norm(nrm, axis=-1) < 1e-6  # hips vertical: the plane normal to the hip axis
+    nrm[flat] = side[flat]
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-9)
+    reflected = P - 2.0 * np.einsum("nkc,nc->nk", P - P[:, :1], nrm)[..., None] * nrm[:, None]
+    perm = np.arange(motion.NUM_POINTS)
+    for a, b in motion.MIRROR_PAIRS:
+        perm[a], perm[b] = b, a
+    return reflected[:, perm]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+def sample_limb_batch(P: np.ndarray, limb: str, rng: np.random.Generator) -> np.ndarray:
+    """Batched ``motion.sample_limb``: limb ``limb`` of every pose ``P (n, 21, 3)`` re-posed at joint
+    angles drawn uniformly within ``motion.ANGLE_LIMITS_DEG`` (bone lengths kept) → new (n, 21, 3).
+    The same ``rng`` state draws the same angles as n calls of ``motion.sample_limb``; the foot's
+    points follow the ankle by translation only (lifting reads the 17 joints)."""
+    root, mid, end, follow, side, which = motion.PRIOR_LIMBS[limb]
+    F = _body_frames(P, which)  # columns: left, up, forward
+    out_ax, up, fwd = side * F[..., 0], F[..., 1], F[..., 2]
+    kind = "arm" if which == "thorax" else "leg"
+    lims = motion.ANGLE_LIMITS_DEG[kind]
+    lo, hi = np.array([v[0] for v in lims.values()]), np.array([v[1] for v in lims.values()])
+    ang = dict(zip(lims, np.radians(rng.uniform(lo, hi, (len(P), len(lims)))).T, strict=True))
+
+    def dot(a, b):
+        return (a * b).sum(-1, keepdims=True)
+
+    if kind == "arm":
+        el, pl = ang["elevation"][:, None], ang["plane"][:, None]
+        d = np.sin(el) * (np.cos(pl) * out_ax + np.sin(pl) * fwd) - np.cos(el) * up
+        ref = np.where(np.abs(dot(fwd, d)) < 0.99, fwd - dot(fwd, d) * d, up - dot(up, d) * d)  # elbow bends forward
+        bend, rot = ang["flexion"], ang["rotation"]
+    else:
+        fl, ab = ang["flexion"][:, None], ang["abduction"][:, None]
+        sag = np.cos(fl) * -up + np.sin(fl) * fwd
+        d = _unit(np.cos(ab) * sag + np.sin(ab) * out_ax)
+        left = F[..., 0]
+        ref = np.cross(_unit(left - dot(left, d) * d), d)  # the knee folds back: about the lateral axis
+        bend, rot = ang["knee"], ang["rotation"]
+    r, c, s = _unit(ref), np.cos(rot)[:, None], np.sin(rot)[:, None]
+    a = r * c + np.cross(d, r) * s + d * dot(d, r) * (1.0 - c)  # Rodrigues: r about d by rot
+    lower = np.cos(bend)[:, None] * d + np.sin(bend)[:, None] * a
+    out = P.copy()
+    l1 = np.linalg.norm(P[:, mid] - P[:, root], axis=-1, keepdims=True)
+    l2 = np.linalg.norm(P[:, end] - P[:, mid], axis=-1, keepdims=True)
+    out[:, mid] = P[:, root] + l1 * d
+    out[:, end] = out[:, mid] + l2 * lower
+    if follow:
+        out[:, list(follow)] += (out[:, end] - P[:, end])[:, None]
+    return out
+
+
 def place_joints(P: np.ndarray, drop_mm: float, width: float) -> np.ndarray:
     """One subject's joint placement (module docstring) on poses ``P (n, 21, 3)`` mm: each shoulder
     and its arm moved by ``−drop_mm`` along the thorax frame's up axis and by ``(width − 1)`` times
@@ -160,7 +225,7 @@ def _cameras(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
 
 def draw_poses(n: int, seed: int = 0, limb_mix: float = 0.5, subjects: int = 200, noise_px: float = 0.0,
                joint_jitter: bool = True, test_clips: Sequence[str] = DEFAULT_TEST_CLIPS,
-               temporal: bool = False) -> PoseSet:
+               temporal: bool = False, mirror: float = 0.0, limb_prior: float = 0.0) -> PoseSet:
     """``n`` 2D/3D pose pairs from the embedded training clips seen by Human3.6M-like cameras
     (module docstring). Deterministic for a given ``seed``.
 
@@ -176,6 +241,9 @@ def draw_poses(n: int, seed: int = 0, limb_mix: float = 0.5, subjects: int = 200
         raise ValueError(f"subjects: must be >= 1, got {subjects}")
     if noise_px < 0:
         raise ValueError(f"noise_px: must be >= 0, got {noise_px}")
+    for name, v in (("mirror", mirror), ("limb_prior", limb_prior)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name}: must be in [0, 1], got {v}")
     all_clips = motion.load_clips()
     bad = sorted(set(test_clips) - set(all_clips))
     if bad:
@@ -193,6 +261,14 @@ def draw_poses(n: int, seed: int = 0, limb_mix: float = 0.5, subjects: int = 200
         mask = rng.random(n) < limb_mix
         donors = [_draw_moments(clips, n, np.random.default_rng([seed, 100 + li]), dt)[0] for dt in shifts]
         P = [mix_limbs_batch(p, {limb: (mask, d)}) for p, d in zip(P, donors, strict=True)]
+    if mirror > 0:
+        flip = np.random.default_rng([seed, 3000]).random(n) < mirror
+        P = [np.where(flip[:, None, None], mirror_batch(p), p) for p in P]
+    if limb_prior > 0:
+        for li, limb in enumerate(motion.PRIOR_LIMBS):
+            pick = np.random.default_rng([seed, 3100 + li]).random(n) < limb_prior
+            for p in P:  # the same angles for a pose and its temporal successor (the same rng draws)
+                p[pick] = sample_limb_batch(p[pick], limb, np.random.default_rng([seed, 3200 + li]))
     subj = rng.integers(0, subjects, n)
     lengths = np.stack([motion.subject_bone_lengths(np.random.default_rng([seed, 1000, s])) for s in range(subjects)])
     placement = np.random.default_rng([seed, 2000]).uniform(

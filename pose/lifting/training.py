@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from pose.data.synth.motion import BASE_BONE_MM
 from pose.lifting.geometry import (
     NUM_JOINTS,
     check_2d,
@@ -30,12 +31,14 @@ from pose.lifting.geometry import (
     unrotate,
 )
 from pose.lifting.model import Discriminator, Lifter, LifterConfig, lift
+from pose.skeleton import PARENTS_17
 
 __all__ = [
     "Checkpointing",
     "CycleOutput",
     "SupervisedConfig",
     "UnsupervisedConfig",
+    "bone_ratio_loss",
     "cap_gates",
     "config_from_dict",
     "cycle",
@@ -47,6 +50,11 @@ __all__ = [
     "train_supervised",
     "train_unsupervised",
 ]
+
+#: bone-proportion prior (:func:`bone_ratio_loss`): each of the 16 bones (child joint 1..16 of
+#: ``pose.skeleton.PARENTS_17``) and its length in the embedded clips' body model, mm
+#: (``pose.data.synth.motion.BASE_BONE_MM``; only the ratios matter)
+BONE_TEMPLATE_MM = torch.tensor(BASE_BONE_MM[1:NUM_JOINTS], dtype=torch.float32)
 
 #: Kudo heuristic joints: v0 = joint 9 − joint 8 (nose − neck), v1 = joint 14 − joint 11 (RSho − LSho).
 _HEUR = (9, 8, 14, 11)
@@ -122,6 +130,19 @@ def kudo_heuristic_loss(X: torch.Tensor) -> torch.Tensor:
     return F.relu(-s).mean()
 
 
+def bone_ratio_loss(X: torch.Tensor, template: torch.Tensor = BONE_TEMPLATE_MM) -> torch.Tensor:
+    """Bone-proportion prior on 3D poses ``(B, 17, 3)``: the mean over poses of the variance over the
+    16 bones of ``log(length / template length)``, 0 when a pose's bones are in the template's
+    proportions at any scale. A body's proportions are known a priori (bone lengths vary ~5 % between
+    adults), and a bone shorter in 2D than its share of the body must leave the image plane: the
+    prior says by how much, the adversarial and cycle terms which way."""
+    child = torch.arange(1, NUM_JOINTS)
+    parent = torch.tensor(PARENTS_17[1:])
+    length = (X[:, child] - X[:, parent]).norm(dim=-1).clamp_min(1e-6)
+    r = length.log() - template.to(X).log()
+    return r.var(dim=-1, unbiased=False).mean()
+
+
 @dataclass
 class UnsupervisedConfig:
     """Chen et al. self-supervision. Defaults are the paper's weights (w_2D 10, w_3D 0.001, w_T 1)
@@ -139,6 +160,7 @@ class UnsupervisedConfig:
     w_3d: float = 0.001
     w_t: float = 1.0
     w_heuristic: float = 0.0
+    w_bone: float = 0.0
     cap: float = 0.9
     azim_range_deg: float = 180.0
     elev_range_deg: float = 20.0
@@ -275,6 +297,8 @@ def _unsup_step(gan: _Gan, x: torch.Tensor, x_next: torch.Tensor | None, real: t
     loss_g = gen_adv_loss(lf) + cfg.w_2d * l2d + cfg.w_3d * l3d
     if cfg.w_heuristic > 0:
         loss_g = loss_g + cfg.w_heuristic * kudo_heuristic_loss(out.X)
+    if cfg.w_bone > 0:
+        loss_g = loss_g + cfg.w_bone * bone_ratio_loss(out.X)
     if gan.T is not None:
         x2_rot = project(rotate(lift(gan.G, x_next), R), lc.camera, lc.c)
         fake_t = normalize_2d(out.x_rot, norm)[0] - normalize_2d(x2_rot, norm)[0]

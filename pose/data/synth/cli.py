@@ -42,8 +42,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--appearance", choices=TRAIN_FAMILIES, default="classic",
                         help="look family of the training frames: classic (one shading model, plain backgrounds), "
                         "varied (appearance randomisation: body thickness, four shading models, textures, six "
-                        "background families, occluders, colour/blur/noise/JPEG) or mixed (each look one of the two, "
-                        "half and half); the test split is always classic")
+                        "background families, occluders, colour/blur/noise/JPEG) or mixed (each look varied with "
+                        "probability --varied-share, else classic); the test split is always classic")
+    parser.add_argument("--varied-share", type=float, default=0.5, metavar="P",
+                        help="with --appearance mixed: the share of varied looks (default 0.5)")
     parser.add_argument("--preview", default=None, metavar="PNG",
                         help="also write a grid of rendered samples with their 2D joints (read back from the files)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -105,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = SynthConfig(frames=args.frames, seed=args.seed, workers=max(1, args.workers), test_clips=test_clips,
                           limb_mix=args.limb_mix, tilt=args.tilt, looks=args.looks,
-                          pose_prior=args.pose_prior, mirror=args.mirror, appearance=args.appearance)
+                          pose_prior=args.pose_prior, mirror=args.mirror, appearance=args.appearance,
+                          varied_share=args.varied_share)
         s = generate(args.out, cfg, force=args.force, progress=not args.quiet)
     except (FileExistsError, ValueError) as exc:
         print(f"pose synth: error: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ Layout of the data set (all choices documented here):
   distance and intrinsics (``render.random_camera``); appearance (clothes, girth, light) random
   per (subject, action), or per training frame with ``looks="frame"``, drawn from the look family
   ``appearance`` for the training split (``pose.data.synth.appearance``: ``classic``, ``varied``,
-  the appearance randomisation, or ``mixed``: each look from one of the two, half and half) and always from ``classic`` for the test split, so
+  the appearance randomisation, or ``mixed``: each look varied with probability ``varied_share``, else classic) and always from ``classic`` for the test split, so
   the embedded test figures do not move with the training looks.
 - Training-pose diversity (training subjects only; the test split does not depend on these
   settings): ``limb_mix`` = probability that each limb (legs, arms, head; ``motion.LIMBS``) of a
@@ -90,11 +90,13 @@ class SynthConfig:
     pose_prior: float = 0.0
     mirror: float = 0.0
     appearance: str = "classic"
+    varied_share: float = 0.5
 
 
 LOOKS = ("sequence", "frame")
 #: look families a data set may be rendered in (``appearance.FAMILIES`` less ``heldout``, which only
-#: the held-out-looks test split draws; ``mixed``: each look classic or varied, half and half)
+#: the held-out-looks test split draws; ``mixed``: each look varied with probability ``varied_share``
+#: (default half), else classic)
 TRAIN_FAMILIES = ("classic", "varied", "mixed")
 
 
@@ -117,6 +119,7 @@ class Sequence:
     pose_prior: float = 0.0
     mirror: float = 0.0
     appearance: str = "classic"
+    varied_share: float = 0.5
 
 
 def clear_out(out: str | os.PathLike, force: bool) -> str:
@@ -134,7 +137,7 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
         raise ValueError(f"frames: must be >= 1, got {cfg.frames}")
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ValueError(f"test_fraction: must be in (0, 1), got {cfg.test_fraction}")
-    for name in ("limb_mix", "tilt", "pose_prior", "mirror"):
+    for name in ("limb_mix", "tilt", "pose_prior", "mirror", "varied_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.appearance not in TRAIN_FAMILIES:
@@ -167,7 +170,7 @@ def plan(cfg: SynthConfig) -> list[Sequence]:
                                      index, n, is_train, cfg.seed, mix, tuple(train_clips) if mix else (),
                                      is_train and cfg.looks == "frame", cfg.tilt if is_train else 0.0,
                                      cfg.pose_prior if is_train else 0.0, cfg.mirror if is_train else 0.0,
-                                     cfg.appearance if is_train else "classic"))
+                                     cfg.appearance if is_train else "classic", cfg.varied_share))
                 index += n
     return seqs
 
@@ -188,7 +191,7 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
     target = np.array([0.0, 0.0, float(clip.points[:, 0, 2].mean())])
     yaw = base_yaw + np.pi / 2 * (seq.camera_id - 1) + np.deg2rad(r.uniform(-20, 20))
     cam = render.random_camera(r, target, yaw)
-    family = _family(seq.appearance, _rng(seq.seed, seq.subject, ci, 4100))
+    family = _family(seq.appearance, _rng(seq.seed, seq.subject, ci, 4100), seq.varied_share)
     look = appearance.random_look(_rng(seq.seed, seq.subject, ci, 4000), family)
     n_video = max(int(np.floor(clip.duration * FPS)), 1)
     step = max(n_video // seq.n_frames, 1)
@@ -208,7 +211,7 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
             P = _tilt(P, seq.tilt, _rng(seq.seed, index, 7500))
         P = motion.rescale_bones(P, lengths)
         if seq.frame_looks:
-            family = _family(seq.appearance, _rng(seq.seed, index, 8100))
+            family = _family(seq.appearance, _rng(seq.seed, index, 8100), seq.varied_share)
             look = appearance.random_look(_rng(seq.seed, index, 8000), family)
         img, bbox, A, P_cam = render.render_frame(_rng(seq.seed, index, 5000), P, cam, look, family=family)
         info = writer.format_info(seq.subject, seq.action_id, seq.action, seq.subaction, seq.camera_id, frame_id)
@@ -216,12 +219,12 @@ def render_sequence(seq: Sequence, root: str, png_compression: int = 1) -> int:
     return seq.n_frames
 
 
-def _family(appearance_: str, rng: np.random.Generator) -> str:
-    """The look family of one look: ``appearance_`` itself, or for ``mixed`` classic or varied with
-    equal probability."""
+def _family(appearance_: str, rng: np.random.Generator, varied_share: float = 0.5) -> str:
+    """The look family of one look: ``appearance_`` itself, or for ``mixed`` varied with probability
+    ``varied_share``, else classic."""
     if appearance_ != "mixed":
         return appearance_
-    return "varied" if rng.random() < 0.5 else "classic"
+    return "varied" if rng.random() < varied_share else "classic"
 
 
 def png_flags(level: int = 1) -> list[int]:
