@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pose.data.synth.motion import BASE_BONE_MM
 from pose.lifting.geometry import (
     NUM_JOINTS,
     check_2d,
@@ -31,7 +30,7 @@ from pose.lifting.geometry import (
     unrotate,
 )
 from pose.lifting.model import Discriminator, Lifter, LifterConfig, lift
-from pose.skeleton import PARENTS_17
+from pose.skeleton import LIMB_LENGTHS_TRAIN_MM, LIMBS_C2F_17, PARENTS_17
 
 __all__ = [
     "Checkpointing",
@@ -51,10 +50,11 @@ __all__ = [
     "train_unsupervised",
 ]
 
-#: bone-proportion prior (:func:`bone_ratio_loss`): each of the 16 bones (child joint 1..16 of
-#: ``pose.skeleton.PARENTS_17``) and its length in the embedded clips' body model, mm
-#: (``pose.data.synth.motion.BASE_BONE_MM``; only the ratios matter)
-BONE_TEMPLATE_MM = torch.tensor(BASE_BONE_MM[1:NUM_JOINTS], dtype=torch.float32)
+#: bone-proportion prior (:func:`bone_ratio_loss`): the length of each of the 16 bones (child joint
+#: 1..16 of ``pose.skeleton.PARENTS_17``), mm: Human3.6M's mean training-subject limb lengths
+#: (``pose.skeleton.LIMB_LENGTHS_TRAIN_MM``, also the embedded clips' body model); only the ratios matter
+_LIMB_MM = {limb: mm for limb, mm in zip(LIMBS_C2F_17, LIMB_LENGTHS_TRAIN_MM, strict=True)}
+BONE_TEMPLATE_MM = torch.tensor([_LIMB_MM[(PARENTS_17[j], j)] for j in range(1, NUM_JOINTS)], dtype=torch.float32)
 
 #: Kudo heuristic joints: v0 = joint 9 − joint 8 (nose − neck), v1 = joint 14 − joint 11 (RSho − LSho).
 _HEUR = (9, 8, 14, 11)
